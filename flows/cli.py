@@ -1,0 +1,223 @@
+"""`reviewgru`: the command line. Exit codes: 0 ok, 2 bad usage or bad input (one line), 1 else."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+app = typer.Typer(
+    help="Retrain, register and use a GRU next-word model of product reviews.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+def _fail(message: str) -> None:
+    typer.echo(f"reviewgru: error: {message}", err=True)
+    raise typer.Exit(2)
+
+
+@contextlib.contextmanager
+def _bad_input_exits_2() -> Iterator[None]:
+    """Bad input or config becomes one line on stderr and exit code 2, never a traceback."""
+    from pydantic import ValidationError
+
+    from tasks.records import InputError
+
+    try:
+        yield
+    except InputError as error:
+        _fail(str(error))
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "config"
+        _fail(f"invalid config value for {where}: {first['msg']}")
+    except FileNotFoundError as error:
+        _fail(f"{error.filename}: no such file")
+
+
+@app.command()
+def run(
+    data: Annotated[
+        str | None, typer.Option(help="Review CSV/TSV (.gz ok), path or http(s) URL. Default: demo.")
+    ] = None,
+    text_column: Annotated[
+        list[str] | None,
+        typer.Option(help="Text column; repeat to join several (default review_title, review_body)."),
+    ] = None,
+    rating_column: Annotated[
+        str | None, typer.Option(help="Star rating column, or 'none' (default star_rating).")
+    ] = None,
+    vocab_size: Annotated[int | None, typer.Option(help="Vocabulary incl. [PAD] and [UNK].")] = None,
+    embedding_dim: Annotated[int | None, typer.Option(help="Embedding size.")] = None,
+    units: Annotated[int | None, typer.Option(help="GRU units.")] = None,
+    max_len: Annotated[int | None, typer.Option(help="Tokens per training window.")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Maximum epochs (early stopping).")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Windows per batch.")] = None,
+    learning_rate: Annotated[float | None, typer.Option(help="Adam learning rate.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed of training.")] = None,
+    model_name: Annotated[str | None, typer.Option(help="Registered model name.")] = None,
+    workdir: Annotated[Path | None, typer.Option(help="Snapshots, splits, models.")] = None,
+    config: Annotated[
+        Path | None, typer.Option(help="TOML config; flags override it.", exists=True)
+    ] = None,
+    until: Annotated[
+        str | None, typer.Option(help="Stop after: ingest|tokenize|train|evaluate|register.")
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print one JSON object as the last stdout line.")
+    ] = False,
+) -> None:
+    """Run the retrain flow: ingest → tokenize → train → evaluate → register."""
+    flags: dict[str, Any] = {
+        "ingest.data": data,
+        "ingest.text_columns": text_column or None,
+        "ingest.rating_column": rating_column,
+        "tokenizer.vocab_size": vocab_size,
+        "model.embedding_dim": embedding_dim,
+        "model.units": units,
+        "train.max_len": max_len,
+        "train.epochs": epochs,
+        "train.batch_size": batch_size,
+        "train.learning_rate": learning_rate,
+        "train.seed": seed,
+        "registry.model_name": model_name,
+        "workdir": workdir,
+        "until": until,
+    }
+    overrides = {key: value for key, value in flags.items() if value is not None}
+    if isinstance(overrides.get("ingest.rating_column"), str) and (
+        overrides["ingest.rating_column"].lower() == "none"
+    ):
+        overrides["ingest.rating_column"] = None
+    with _bad_input_exits_2():
+        from tasks.config import PipelineConfig
+
+        pipeline_config = PipelineConfig.load(config, overrides)
+        with contextlib.redirect_stdout(sys.stderr):
+            from flows.retrain import retrain
+
+            summary = retrain(pipeline_config)
+    if as_json:
+        typer.echo(json.dumps(summary.model_dump(exclude={"gate_reason"})))
+    else:
+        typer.echo(_human_summary(summary.model_dump()))
+
+
+def _human_summary(summary: dict[str, Any]) -> str:
+    lines = []
+    if summary["rows"]:
+        rows = summary["rows"]
+        lines.append(
+            f"rows      read {rows['read']}, ok {rows['ok']}, quarantined {rows['quarantined']},"
+            f" duplicates {rows['duplicates']}"
+        )
+    if summary["tokens"]:
+        lines.append("tokens    " + ", ".join(f"{k} {v}" for k, v in summary["tokens"].items()))
+    if summary["train_tokens_per_s"]:
+        lines.append(f"training  {summary['train_tokens_per_s']:.0f} tokens/s")
+    if summary["metrics"]:
+        m = summary["metrics"]
+        champion = m["champion_perplexity"]
+        lines.append(
+            f"test      perplexity {m['test_perplexity']:.2f} (unigram {m['unigram_perplexity']:.2f},"
+            f" bigram {m['bigram_perplexity']:.2f}"
+            + (f", champion {champion:.2f}" if champion is not None else "")
+            + f"), top-1 {m['test_top1']:.3f}, top-5 {m['test_top5']:.3f}"
+        )
+    if summary["mlflow_run_id"]:
+        lines.append(f"mlflow    run {summary['mlflow_run_id']}")
+    if summary["model_version"]:
+        verdict = "now champion" if summary["promoted"] else "not promoted"
+        lines.append(
+            f"model     {summary['model_name']} v{summary['model_version']} ({verdict}:"
+            f" {summary['gate_reason']})"
+        )
+    lines.append(f"time      {summary['timings_s']['total']:.1f} s")
+    return "\n".join(lines)
+
+
+def _model_uri(model: str | None, model_name: str) -> str:
+    from tasks import tracking
+    from tasks.predict import default_model_uri
+
+    tracking.configure_mlflow()
+    return model or default_model_uri(model_name)
+
+
+@app.command()
+def predict(
+    text: Annotated[str, typer.Argument(help="The beginning of a review.")],
+    model: Annotated[
+        str | None, typer.Option(help="Model URI, e.g. models:/reviewgru/3 (default @champion).")
+    ] = None,
+    model_name: Annotated[str, typer.Option(help="Registered model name.")] = "reviewgru",
+    top_k: Annotated[int, typer.Option(min=1, help="How many candidates.")] = 5,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """The most probable next words after TEXT, most probable first."""
+    from tasks.predict import load_model, next_words
+
+    with _bad_input_exits_2(), _model_missing_exits_2():
+        candidates = next_words(load_model(_model_uri(model, model_name)), text, top_k)
+    if as_json:
+        typer.echo(json.dumps({"text": text, "next": candidates}))
+    else:
+        for candidate in candidates:
+            typer.echo(f"{candidate['p']:.4f}  {candidate['word']}")
+
+
+@app.command()
+def generate(
+    text: Annotated[str, typer.Argument(help="The beginning of a review.")],
+    words: Annotated[int, typer.Option(min=1, help="Words to add.")] = 20,
+    temperature: Annotated[float, typer.Option(min=0.01, help="Sampling temperature.")] = 1.0,
+    seed: Annotated[int | None, typer.Option(help="Seed for reproducible sampling.")] = None,
+    model: Annotated[str | None, typer.Option(help="Model URI (default @champion).")] = None,
+    model_name: Annotated[str, typer.Option(help="Registered model name.")] = "reviewgru",
+) -> None:
+    """Continue TEXT with WORDS sampled words."""
+    from tasks.predict import generate as generate_text
+    from tasks.predict import load_model
+
+    with _bad_input_exits_2(), _model_missing_exits_2():
+        loaded = load_model(_model_uri(model, model_name))
+        typer.echo(generate_text(loaded, text, words, temperature, seed))
+
+
+@contextlib.contextmanager
+def _model_missing_exits_2() -> Iterator[None]:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        yield
+    except MlflowException as error:
+        _fail(f"cannot load the model: {error.message.splitlines()[0]} (run `reviewgru run` first?)")
+    except ValueError as error:
+        _fail(str(error))
+
+
+@app.command("sample-data")
+def sample_data(
+    out: Annotated[Path, typer.Argument(help="CSV file to write.")],
+    rows: Annotated[int, typer.Option(min=1, help="Number of reviews.")] = 4000,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+) -> None:
+    """Write the synthetic demo reviews in the Amazon review CSV layout."""
+    from tasks.sample_data import write_sample_reviews
+
+    typer.echo(str(write_sample_reviews(out, rows=rows, seed=seed)))
+
+
+if __name__ == "__main__":
+    app()

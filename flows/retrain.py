@@ -1,0 +1,131 @@
+"""The retrain flow: the table of contents of reviewgru.
+
+ingest → tokenize → train → evaluate → register, each a Prefect task defined at the bottom of its
+stage module. The flow only chains them, times them, opens the MLflow run and reports.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from collections.abc import Iterator
+
+from prefect import flow
+from prefect.artifacts import create_markdown_artifact
+from prefect.runtime import flow_run
+from pydantic import BaseModel
+
+from tasks import tracking
+from tasks.config import STAGES, PipelineConfig
+from tasks.evaluate import evaluate_task
+from tasks.ingest import ingest_task
+from tasks.register import register_task
+from tasks.sample_data import demo_dataset
+from tasks.tokenization import tokenize_task
+from tasks.train import train_task
+
+
+class RunSummary(BaseModel):
+    """What one retrain did; `reviewgru run --json` prints it. Stages not run stay None."""
+
+    flow_run_id: str | None = None
+    mlflow_run_id: str | None = None
+    model_name: str
+    model_version: str | None = None
+    promoted: bool | None = None
+    gate_reason: str | None = None
+    rows: dict[str, int] | None = None
+    tokens: dict[str, int] | None = None
+    metrics: dict[str, float | None] | None = None
+    timings_s: dict[str, float | None] = {stage: None for stage in (*STAGES, "total")}
+    train_tokens_per_s: float | None = None
+
+
+@contextmanager
+def _timed(timings: dict[str, float | None], stage: str) -> Iterator[None]:
+    started = time.perf_counter()
+    yield
+    timings[stage] = round(time.perf_counter() - started, 3)
+
+
+@flow(name="retrain", flow_run_name="retrain-{config.registry.model_name}")
+def retrain(config: PipelineConfig | None = None) -> RunSummary:
+    """Retrain the GRU language model on the configured reviews and register it in MLflow."""
+    config = config or PipelineConfig()
+    started = time.perf_counter()
+    summary = RunSummary(flow_run_id=flow_run.get_id(), model_name=config.registry.model_name)
+    timings = summary.timings_s
+    try:
+        _run_stages(config, summary, timings)
+    finally:
+        timings["total"] = round(time.perf_counter() - started, 3)
+    create_markdown_artifact(
+        key="reviewgru-run-summary", markdown=_markdown(summary), description="Retrain summary"
+    )
+    return summary
+
+
+def _run_stages(
+    config: PipelineConfig, summary: RunSummary, timings: dict[str, float | None]
+) -> None:
+    workdir = config.workdir
+    source = config.ingest.data or str(demo_dataset(workdir / "demo", config.ingest.demo_rows))
+    with _timed(timings, "ingest"):
+        snapshot = ingest_task(source, config.ingest, workdir / "snapshots")
+    summary.rows = {
+        "read": snapshot.rows_read,
+        "ok": snapshot.rows_ok,
+        "quarantined": snapshot.rows_quarantined,
+        "duplicates": snapshot.rows_duplicates,
+    }
+    if not config.runs_stage("tokenize"):
+        return
+    with _timed(timings, "tokenize"):
+        data = tokenize_task(snapshot, config.tokenizer, workdir / "tokenized" / snapshot.digest)
+    summary.tokens = dict(data.tokens)
+    if not config.runs_stage("train"):
+        return
+
+    tracking.configure_mlflow()
+    run_id = tracking.start_run(config, summary.flow_run_id)
+    summary.mlflow_run_id = run_id
+    succeeded = False
+    try:
+        tracking.log_tokenized_inputs(run_id, data)
+        with _timed(timings, "train"):
+            trained = train_task(data, config, run_id)
+        summary.train_tokens_per_s = round(trained.tokens_per_s, 1)
+        if config.runs_stage("evaluate"):
+            with _timed(timings, "evaluate"):
+                evaluation = evaluate_task(trained, data, config, run_id)
+            champion = evaluation.champion
+            summary.metrics = {
+                **{key: evaluation.metrics[key] for key in _METRIC_KEYS},
+                "champion_perplexity": champion.perplexity if champion else None,
+            }
+            if config.runs_stage("register"):
+                with _timed(timings, "register"):
+                    registration = register_task(run_id, trained, data, evaluation, config)
+                summary.model_version = registration.version
+                summary.promoted = registration.promoted
+                summary.gate_reason = registration.reason
+        succeeded = True
+    finally:
+        tracking.finish_run(run_id, succeeded)
+
+
+_METRIC_KEYS = (
+    "test_loss",
+    "test_perplexity",
+    "test_top1",
+    "test_top5",
+    "unigram_perplexity",
+    "bigram_perplexity",
+)
+
+
+def _markdown(summary: RunSummary) -> str:
+    lines = ["# reviewgru retrain", "", "| | |", "|---|---|"]
+    for key, value in summary.model_dump(exclude={"flow_run_id"}).items():
+        lines.append(f"| {key} | {value} |")
+    return "\n".join(lines)

@@ -1,0 +1,136 @@
+"""PipelineConfig: the one place where defaults live.
+
+The defaults are the GRU tutorial's recipe (vocabulary 10000, embedding 64, GRU 64, adam, 10 epochs,
+batch 32). A config comes from these defaults, then a TOML file, then CLI flags or flow parameters,
+each overriding the one before (`PipelineConfig.load`). The whole model is logged to MLflow.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+Stage = Literal["ingest", "tokenize", "train", "evaluate", "register"]
+STAGES: tuple[Stage, ...] = ("ingest", "tokenize", "train", "evaluate", "register")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class IngestConfig(_Section):
+    data: str | None = Field(
+        default=None, description="Review file path or http(s) URL; None means the demo dataset."
+    )
+    text_columns: list[str] = Field(
+        default=["review_title", "review_body"],
+        description="Columns joined (title, then body) into the review text.",
+    )
+    rating_column: str | None = Field(
+        default="star_rating", description="Star rating column; None to ignore ratings."
+    )
+    id_column: str = Field(
+        default="review_id", description="Review id column, used when the file has it."
+    )
+    rating_min: int = 1
+    rating_max: int = 5
+    max_text_chars: int = Field(
+        default=50_000, gt=0, description="Longer reviews are quarantined as over-long."
+    )
+    demo_rows: int = Field(default=4000, gt=0, description="Rows of the generated demo dataset.")
+
+    @field_validator("text_columns")
+    @classmethod
+    def _at_least_one_text_column(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("at least one text column is needed")
+        return value
+
+
+class TokenizerConfig(_Section):
+    vocab_size: int = Field(default=10_000, ge=3, description="Ids incl. 0=padding and 1=OOV.")
+    lowercase: bool = True
+    val_fraction: float = Field(default=0.1, ge=0.0, lt=0.5)
+    test_fraction: float = Field(default=0.1, gt=0.0, lt=0.5)
+
+
+class ModelConfig(_Section):
+    embedding_dim: int = Field(default=64, gt=0)
+    units: int = Field(default=64, gt=0, description="GRU units.")
+
+
+class TrainConfig(_Section):
+    epochs: int = Field(default=10, gt=0)
+    batch_size: int = Field(default=32, gt=0)
+    learning_rate: float = Field(default=1e-3, gt=0.0)
+    max_len: int = Field(default=40, ge=2, description="Tokens per training window.")
+    early_stopping_patience: int = Field(default=3, ge=1)
+    seed: int = 42
+
+
+class RegistryConfig(_Section):
+    model_name: str = Field(default="reviewgru", min_length=1)
+    min_improvement: float = Field(
+        default=0.0, ge=0.0, description="Relative perplexity gain needed to replace the champion."
+    )
+
+
+class PipelineConfig(_Section):
+    ingest: IngestConfig = IngestConfig()
+    tokenizer: TokenizerConfig = TokenizerConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    registry: RegistryConfig = RegistryConfig()
+    workdir: Path = Field(default=Path("work"), description="Snapshots, splits and models.")
+    until: Stage = Field(default="register", description="Last stage to run.")
+
+    @model_validator(mode="after")
+    def _splits_leave_training_data(self) -> PipelineConfig:
+        if self.tokenizer.val_fraction + self.tokenizer.test_fraction >= 0.5:
+            raise ValueError("val_fraction + test_fraction must leave at least half for training")
+        return self
+
+    @classmethod
+    def load(
+        cls, toml_file: Path | None = None, overrides: dict[str, Any] | None = None
+    ) -> PipelineConfig:
+        """Defaults, then `toml_file`, then `overrides` (dotted keys like ``"train.epochs"``)."""
+        data: dict[str, Any] = {}
+        if toml_file is not None:
+            with toml_file.open("rb") as fh:
+                data = tomllib.load(fh)
+        for dotted, value in (overrides or {}).items():
+            *parents, leaf = dotted.split(".")
+            node = data
+            for part in parents:
+                node = node.setdefault(part, {})
+            node[leaf] = value
+        return cls.model_validate(data)
+
+    def runs_stage(self, stage: Stage) -> bool:
+        return STAGES.index(stage) <= STAGES.index(self.until)
+
+    def flat(self) -> dict[str, str]:
+        """Dotted key → value, for MLflow params."""
+        out: dict[str, str] = {}
+
+        def walk(prefix: str, value: Any) -> None:
+            if isinstance(value, dict):
+                for key, inner in value.items():
+                    walk(f"{prefix}.{key}" if prefix else key, inner)
+            else:
+                out[prefix] = json.dumps(value) if isinstance(value, list) else str(value)
+
+        walk("", self.model_dump(mode="json"))
+        return out
+
+    def digest(self, *sections: str) -> str:
+        """Stable digest of the named sections (all when none), for cache keys and tags."""
+        dumped = self.model_dump(mode="json")
+        chosen = {name: dumped[name] for name in sections} if sections else dumped
+        return hashlib.sha256(json.dumps(chosen, sort_keys=True).encode()).hexdigest()[:16]

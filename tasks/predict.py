@@ -1,0 +1,43 @@
+"""Use a registered model: next-word candidates and text generation, by model URI."""
+
+from __future__ import annotations
+
+import random
+import re
+
+import mlflow
+import pandas as pd
+from mlflow.pyfunc import PyFuncModel
+
+GENERATION_CANDIDATES = 50
+_NO_SPACE_BEFORE = re.compile(r"\s+([.,!?;:)\]}])")
+
+
+def default_model_uri(model_name: str) -> str:
+    return f"models:/{model_name}@champion"
+
+
+def load_model(model_uri: str) -> PyFuncModel:
+    return mlflow.pyfunc.load_model(model_uri)
+
+
+def next_words(model: PyFuncModel, text: str, top_k: int = 5) -> list[dict[str, float | str]]:
+    """The `top_k` most probable next words after `text`, most probable first."""
+    frame = model.predict(pd.DataFrame({"text": [text], "top_k": [top_k]}))
+    return [{"word": row.word, "p": float(row.p)} for row in frame.itertuples()]
+
+
+def generate(
+    model: PyFuncModel, text: str, words: int = 20, temperature: float = 1.0, seed: int | None = None
+) -> str:
+    """Continue `text` by `words` tokens, sampling among the 50 most probable at `temperature`."""
+    if temperature <= 0:
+        raise ValueError("temperature must be > 0")
+    rng = random.Random(seed)
+    generated: list[str] = []
+    for _ in range(words):
+        context = " ".join([text, *generated])
+        candidates = next_words(model, context, GENERATION_CANDIDATES)
+        weights = [float(c["p"]) ** (1.0 / temperature) for c in candidates]
+        generated.append(str(rng.choices(candidates, weights=weights)[0]["word"]))
+    return _NO_SPACE_BEFORE.sub(r"\1", " ".join([text, *generated]))

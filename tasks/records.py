@@ -1,0 +1,86 @@
+"""The small typed records the stages hand each other: paths, digests and counts, never data.
+
+Prefect persists, caches and displays them; every stage can be run and tested alone from them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict
+
+SPLITS = ("train", "val", "test")
+
+
+class InputError(ValueError):
+    """Bad input the user must fix. The message is one line: where (file, row, column) and what to do."""
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class Snapshot(_Record):
+    """Validated reviews: Parquet with review_id, text, rating, language; named by content digest."""
+
+    path: Path
+    quarantine_path: Path
+    digest: str
+    rows_read: int
+    rows_ok: int
+    rows_quarantined: int
+    rows_duplicates: int
+    quarantine_reasons: dict[str, int]
+
+
+class TokenizedData(_Record):
+    """train/val/test Parquet (review_id, language, ids list<int32>; test also text) + vocab.json."""
+
+    dir: Path
+    digest: str
+    vocab_size: int
+    reviews: dict[str, int]
+    tokens: dict[str, int]
+    oov_rate: dict[str, float]
+
+    @property
+    def vocab_path(self) -> Path:
+        return self.dir / "vocab.json"
+
+    def split_path(self, split: str) -> Path:
+        return self.dir / f"{split}.parquet"
+
+
+class TrainedModel(_Record):
+    """A fitted Keras model saved as .keras, with its per-epoch history."""
+
+    path: Path
+    epochs_run: int
+    best_epoch: int
+    history: dict[str, list[float]]
+    train_seconds: float
+    tokens_per_s: float
+    padding_fraction: float
+
+
+class ChampionScore(_Record):
+    """The current champion re-evaluated on this run's test split with its own vocabulary."""
+
+    version: str
+    perplexity: float
+
+
+class Evaluation(_Record):
+    """Test-split metrics of the new model, its baselines, and the champion on the same split."""
+
+    metrics: dict[str, float]
+    test_digest: str
+    champion: ChampionScore | None
+
+
+class Registration(_Record):
+    model_name: str
+    version: str
+    model_uri: str
+    promoted: bool
+    reason: str

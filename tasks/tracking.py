@@ -1,0 +1,118 @@
+"""MLflow tracking: which store, the run, its params, dataset lineage and per-epoch metrics.
+
+Everything goes through an explicit `MlflowClient` and run id rather than MLflow's thread-local
+"active run", because Prefect may run a task in another thread than the flow.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import os
+import time
+from pathlib import Path
+
+import keras
+import mlflow
+from mlflow.data.filesystem_dataset_source import FileSystemDatasetSource
+from mlflow.data.meta_dataset import MetaDataset
+from mlflow.entities import DatasetInput, InputTag, Metric, Param, RunStatus
+from mlflow.tracking import MlflowClient
+
+from tasks.config import PipelineConfig
+from tasks.records import SPLITS, TokenizedData
+
+log = logging.getLogger(__name__)
+
+EMBEDDED_STORE_DIR = Path("mlruns")
+EMBEDDED_TRACKING_URI = f"sqlite:///{EMBEDDED_STORE_DIR}/mlflow.db"
+EXPERIMENT_NAME = "reviewgru"
+
+
+def configure_mlflow() -> str:
+    """Point MLflow at `MLFLOW_TRACKING_URI` when set, else the embedded SQLite store."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or EMBEDDED_TRACKING_URI
+    if uri == EMBEDDED_TRACKING_URI:
+        EMBEDDED_STORE_DIR.mkdir(exist_ok=True)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(os.environ.get("MLFLOW_REGISTRY_URI") or uri)
+    return uri
+
+
+def ensure_experiment(client: MlflowClient, name: str = EXPERIMENT_NAME) -> str:
+    """The experiment's id, created on first use."""
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    artifact_location = None
+    uri = mlflow.get_tracking_uri()
+    if uri.startswith("sqlite:///"):  # a local store keeps its artifacts beside its database
+        database = Path(uri.removeprefix("sqlite:///"))
+        artifact_location = (database.parent / "artifacts").resolve().as_uri()
+    return client.create_experiment(name, artifact_location=artifact_location)
+
+
+def start_run(config: PipelineConfig, flow_run_id: str | None) -> str:
+    """Create the MLflow run for one retrain and log the whole config as params."""
+    client = MlflowClient()
+    run = client.create_run(
+        ensure_experiment(client),
+        run_name=f"retrain-{flow_run_id[:8]}" if flow_run_id else "retrain",
+        tags={"prefect.flow_run_id": flow_run_id or "", "config.digest": config.digest()},
+    )
+    params = [Param(key, value[:6000]) for key, value in sorted(config.flat().items())]
+    client.log_batch(run.info.run_id, params=params)
+    return run.info.run_id
+
+
+def finish_run(run_id: str, succeeded: bool) -> None:
+    status = RunStatus.FINISHED if succeeded else RunStatus.FAILED
+    MlflowClient().set_terminated(run_id, RunStatus.to_string(status))
+
+
+def log_metrics(run_id: str, metrics: dict[str, float], step: int = 0) -> None:
+    timestamp = int(time.time() * 1000)
+    batch = [Metric(key, float(value), timestamp, step) for key, value in metrics.items()]
+    MlflowClient().log_batch(run_id, metrics=batch)
+
+
+def file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+def log_tokenized_inputs(run_id: str, data: TokenizedData) -> None:
+    """Record the three splits as MLflow dataset inputs (lineage by path and digest)."""
+    inputs = []
+    for split in SPLITS:
+        path = data.split_path(split)
+        dataset = MetaDataset(
+            FileSystemDatasetSource(str(path.resolve())), name=split, digest=file_digest(path)
+        )
+        context = "training" if split == "train" else ("validation" if split == "val" else split)
+        inputs.append(
+            DatasetInput(
+                dataset._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", context)]
+            )
+        )
+    MlflowClient().log_inputs(run_id, datasets=inputs)
+
+
+class EpochMetricsToMlflow(keras.callbacks.Callback):
+    """Logs every metric Keras reports at the end of an epoch, with perplexities, step = epoch."""
+
+    def __init__(self, run_id: str) -> None:
+        super().__init__()
+        self.run_id = run_id
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+        metrics = {key: float(value) for key, value in (logs or {}).items()}
+        for loss_key in ("loss", "val_loss"):
+            if loss_key in metrics:
+                prefix = "val_" if loss_key.startswith("val_") else ""
+                metrics[f"{prefix}perplexity"] = min(math.exp(min(metrics[loss_key], 700.0)), 1e30)
+        log_metrics(self.run_id, metrics, step=epoch + 1)

@@ -1,0 +1,98 @@
+"""The real flow, end to end: Prefect test server, temporary MLflow store, generated reviews."""
+
+import json
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+from typer.testing import CliRunner
+
+from flows.cli import app
+from tasks.sample_data import write_sample_reviews
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+SUMMARY_KEYS = {
+    "flow_run_id", "mlflow_run_id", "model_name", "model_version", "promoted", "rows", "tokens",
+    "metrics", "timings_s", "train_tokens_per_s",
+}
+METRIC_KEYS = {
+    "test_loss", "test_perplexity", "test_top1", "test_top5", "unigram_perplexity",
+    "bigram_perplexity", "champion_perplexity",
+}
+
+
+def _run(args: list[str]) -> dict:
+    result = CliRunner().invoke(app, ["run", *args, "--json"])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def _alias(name: str, alias: str) -> str:
+    return MlflowClient().get_model_version_by_alias(name, alias).version
+
+
+def test_retrain_registers_promotes_and_serves(tmp_path: Path, mlflow_store: str) -> None:
+    reviews = write_sample_reviews(tmp_path / "reviews.csv", rows=400, seed=3)
+    common = ["--data", str(reviews), "--workdir", str(tmp_path / "work"), "--epochs", "1"]
+
+    first = _run([*common, "--learning-rate", "0.01"])
+
+    assert SUMMARY_KEYS <= first.keys()
+    assert METRIC_KEYS == first["metrics"].keys()
+    assert set(first["timings_s"]) == {"ingest", "tokenize", "train", "evaluate", "register", "total"}
+    assert all(value is not None for value in first["timings_s"].values())
+    rows = first["rows"]
+    assert rows["read"] == 400 == rows["ok"] + rows["quarantined"] + rows["duplicates"]
+    assert all(first["tokens"][split] > 0 for split in ("train", "val", "test"))
+    assert first["train_tokens_per_s"] > 0
+    metrics = first["metrics"]
+    assert metrics["champion_perplexity"] is None
+    assert metrics["test_perplexity"] < metrics["unigram_perplexity"]
+    assert 0 <= metrics["test_top1"] <= metrics["test_top5"] <= 1
+    assert (first["model_version"], first["promoted"]) == ("1", True)
+    assert _alias("reviewgru", "champion") == _alias("reviewgru", "challenger") == "1"
+    version = MlflowClient().get_model_version("reviewgru", "1")
+    assert version.tags["gate.decision"] == "promoted"
+    assert version.tags["data.digest"]
+
+    predicted = CliRunner().invoke(app, ["predict", "i bought this", "--top-k", "5", "--json"])
+    assert predicted.exit_code == 0, predicted.output
+    answer = json.loads(predicted.stdout.strip().splitlines()[-1])
+    probabilities = [candidate["p"] for candidate in answer["next"]]
+    assert len(probabilities) == 5
+    assert probabilities == sorted(probabilities, reverse=True)
+    assert all(0.0 <= p <= 1.0 for p in probabilities)
+    assert not {"[PAD]", "[UNK]"} & {candidate["word"] for candidate in answer["next"]}
+
+    worse = _run([*common, "--units", "2", "--learning-rate", "0.00001"])
+
+    assert (worse["model_version"], worse["promoted"]) == ("2", False)
+    assert worse["metrics"]["champion_perplexity"] == pytest.approx(
+        metrics["test_perplexity"], rel=1e-3
+    )
+    assert _alias("reviewgru", "champion") == "1"
+    assert _alias("reviewgru", "challenger") == "2"
+    assert MlflowClient().get_model_version("reviewgru", "2").tags["gate.decision"] == "rejected"
+
+
+def test_until_tokenize_stops_before_training(tmp_path: Path, mlflow_store: str) -> None:
+    reviews = write_sample_reviews(tmp_path / "reviews.csv", rows=200, seed=4)
+    summary = _run(["--data", str(reviews), "--workdir", str(tmp_path / "w"), "--until", "tokenize"])
+
+    assert summary["tokens"]["train"] > 0
+    assert summary["mlflow_run_id"] is None and summary["metrics"] is None
+    assert summary["timings_s"]["train"] is None
+    assert list((tmp_path / "w" / "tokenized").glob("*/vocab.json"))
+
+
+def test_bad_input_exits_2_with_one_line(tmp_path: Path, mlflow_store: str) -> None:
+    bad = tmp_path / "bad.csv"
+    bad.write_text("title,body\nhello,world\n")
+
+    result = CliRunner().invoke(app, ["run", "--data", str(bad), "--workdir", str(tmp_path)])
+
+    assert result.exit_code == 2
+    message = result.stderr.strip()
+    assert len(message.splitlines()) == 1
+    assert "bad.csv" in message and "review_body" in message

@@ -1,0 +1,29 @@
+from tasks.records import ChampionScore
+from tasks.register import decide_promotion
+
+
+def test_first_model_is_promoted_when_it_beats_the_unigram_baseline() -> None:
+    promote, reason = decide_promotion(40.0, 90.0, champion=None)
+    assert promote
+    assert "no champion yet" in reason
+
+
+def test_a_model_no_better_than_unigram_is_never_promoted() -> None:
+    promote, reason = decide_promotion(95.0, 90.0, champion=None)
+    assert not promote
+    assert "unigram" in reason
+
+
+def test_challenger_must_beat_the_champion_on_the_same_split() -> None:
+    champion = ChampionScore(version="3", perplexity=40.0)
+    assert decide_promotion(39.0, 90.0, champion)[0]
+    promote, reason = decide_promotion(41.0, 90.0, champion)
+    assert not promote
+    assert "champion v3" in reason
+    assert not decide_promotion(40.0, 90.0, champion)[0]  # a tie keeps the champion
+
+
+def test_min_improvement_is_relative() -> None:
+    champion = ChampionScore(version="1", perplexity=40.0)
+    assert not decide_promotion(39.0, 90.0, champion, min_improvement=0.05)[0]
+    assert decide_promotion(37.9, 90.0, champion, min_improvement=0.05)[0]
