@@ -13,6 +13,7 @@ from typing import Annotated, Any
 import typer
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no phoning home
 
 app = typer.Typer(
     help="Retrain, register and use a GRU next-word model of product reviews.",
@@ -49,16 +50,21 @@ def _bad_input_exits_2() -> Iterator[None]:
 @app.command()
 def run(
     data: Annotated[
-        str | None, typer.Option(help="Review CSV/TSV (.gz ok), path or http(s) URL. Default: demo.")
+        str | None,
+        typer.Option(help="Review CSV/TSV (.gz ok), path or http(s) URL. Default: demo."),
     ] = None,
     text_column: Annotated[
         list[str] | None,
-        typer.Option(help="Text column; repeat to join several (default review_title, review_body)."),
+        typer.Option(
+            help="Text column; repeat to join several (default review_title, review_body)."
+        ),
     ] = None,
     rating_column: Annotated[
         str | None, typer.Option(help="Star rating column, or 'none' (default star_rating).")
     ] = None,
-    vocab_size: Annotated[int | None, typer.Option(help="Vocabulary incl. [PAD] and [UNK].")] = None,
+    vocab_size: Annotated[
+        int | None, typer.Option(help="Vocabulary incl. [PAD] and [UNK].")
+    ] = None,
     embedding_dim: Annotated[int | None, typer.Option(help="Embedding size.")] = None,
     units: Annotated[int | None, typer.Option(help="GRU units.")] = None,
     max_len: Annotated[int | None, typer.Option(help="Tokens per training window.")] = None,
@@ -130,8 +136,8 @@ def _human_summary(summary: dict[str, Any]) -> str:
         m = summary["metrics"]
         champion = m["champion_perplexity"]
         lines.append(
-            f"test      perplexity {m['test_perplexity']:.2f} (unigram {m['unigram_perplexity']:.2f},"
-            f" bigram {m['bigram_perplexity']:.2f}"
+            f"test      perplexity {m['test_perplexity']:.2f}"
+            f" (unigram {m['unigram_perplexity']:.2f}, bigram {m['bigram_perplexity']:.2f}"
             + (f", champion {champion:.2f}" if champion is not None else "")
             + f"), top-1 {m['test_top1']:.3f}, top-5 {m['test_top5']:.3f}"
         )
@@ -202,7 +208,9 @@ def _model_missing_exits_2() -> Iterator[None]:
     try:
         yield
     except MlflowException as error:
-        _fail(f"cannot load the model: {error.message.splitlines()[0]} (run `reviewgru run` first?)")
+        _fail(
+            f"cannot load the model: {error.message.splitlines()[0]} (run `reviewgru run` first?)"
+        )
     except ValueError as error:
         _fail(str(error))
 

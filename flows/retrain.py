@@ -7,8 +7,8 @@ stage module. The flow only chains them, times them, opens the MLflow run and re
 from __future__ import annotations
 
 import time
-from contextlib import contextmanager
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact

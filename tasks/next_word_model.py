@@ -7,6 +7,7 @@ normalization and tokenizer that built the training data, shipped with the model
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import mlflow
@@ -15,7 +16,7 @@ import pandas as pd
 from mlflow.pyfunc import PythonModel
 from mlflow.types import ColSpec, DataType, Schema
 
-from tasks.tokenization import Vocab, encode_texts
+from tasks.text import Vocab, encode_texts
 
 DEFAULT_TOP_K = 5
 SPECIAL_IDS = (0, 1)  # [PAD] and [UNK] are never suggested
@@ -66,7 +67,7 @@ class NextWordModel(PythonModel):
         import keras
 
         self.model = keras.models.load_model(context.artifacts["keras_model"], compile=False)
-        self.vocab = Vocab.load(context.artifacts["vocab"])
+        self.vocab = Vocab.load(Path(context.artifacts["vocab"]))
 
     def predict(
         self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None

@@ -28,7 +28,11 @@ def next_words(model: PyFuncModel, text: str, top_k: int = 5) -> list[dict[str, 
 
 
 def generate(
-    model: PyFuncModel, text: str, words: int = 20, temperature: float = 1.0, seed: int | None = None
+    model: PyFuncModel,
+    text: str,
+    words: int = 20,
+    temperature: float = 1.0,
+    seed: int | None = None,
 ) -> str:
     """Continue `text` by `words` tokens, sampling among the 50 most probable at `temperature`."""
     if temperature <= 0:

@@ -13,7 +13,7 @@ SPLITS = ("train", "val", "test")
 
 
 class InputError(ValueError):
-    """Bad input the user must fix. The message is one line: where (file, row, column) and what to do."""
+    """Bad input the user must fix: one line saying where (file, row, column) and what to do."""
 
 
 class _Record(BaseModel):
@@ -21,7 +21,7 @@ class _Record(BaseModel):
 
 
 class Snapshot(_Record):
-    """Validated reviews: Parquet with review_id, text, rating, language; named by content digest."""
+    """Validated reviews: Parquet of review_id, text, rating, language; named by content digest."""
 
     path: Path
     quarantine_path: Path
@@ -34,7 +34,7 @@ class Snapshot(_Record):
 
 
 class TokenizedData(_Record):
-    """train/val/test Parquet (review_id, language, ids list<int32>; test also text) + vocab.json."""
+    """train/val/test Parquet (review_id, language, ids list<int32>; test + text) and vocab.json."""
 
     dir: Path
     digest: str

@@ -16,6 +16,7 @@ import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
 from mlflow.tracking import MlflowClient
+from prefect import task
 
 from tasks.config import PipelineConfig
 from tasks.next_word_model import INPUT_SCHEMA, OUTPUT_SCHEMA
@@ -135,3 +136,14 @@ def register_model(
         promoted=promote,
         reason=reason,
     )
+
+
+@task(name="register")
+def register_task(
+    run_id: str,
+    trained: TrainedModel,
+    data: TokenizedData,
+    evaluation: Evaluation,
+    config: PipelineConfig,
+) -> Registration:
+    return register_model(run_id, trained, data, evaluation, config)

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import keras
 import mlflow
-from mlflow.data.filesystem_dataset_source import FileSystemDatasetSource
 from mlflow.data.meta_dataset import MetaDataset
+from mlflow.data.sources import LocalArtifactDatasetSource
 from mlflow.entities import DatasetInput, InputTag, Metric, Param, RunStatus
 from mlflow.tracking import MlflowClient
 
@@ -77,6 +77,10 @@ def log_metrics(run_id: str, metrics: dict[str, float], step: int = 0) -> None:
     MlflowClient().log_batch(run_id, metrics=batch)
 
 
+def log_artifact(run_id: str, path: Path) -> None:
+    MlflowClient().log_artifact(run_id, str(path))
+
+
 def file_digest(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as fh:
@@ -91,7 +95,7 @@ def log_tokenized_inputs(run_id: str, data: TokenizedData) -> None:
     for split in SPLITS:
         path = data.split_path(split)
         dataset = MetaDataset(
-            FileSystemDatasetSource(str(path.resolve())), name=split, digest=file_digest(path)
+            LocalArtifactDatasetSource(str(path.resolve())), name=split, digest=file_digest(path)
         )
         context = "training" if split == "train" else ("validation" if split == "val" else split)
         inputs.append(

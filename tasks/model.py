@@ -1,0 +1,56 @@
+"""The seed GRU next-word language model: Embedding → GRU → Dense, outputting logits.
+
+The layers are the TensorFlow text-generation tutorial's, with two deliberate differences:
+
+- The Dense layer outputs **logits**. Softmax is applied only at inference
+  (`next_word_probabilities`); training computes the loss from logits, so no B×T×V probability
+  tensor is materialized beside the logits.
+- **No ``mask_zero``.** Batches are right-padded with id 0 and the padding targets get sample
+  weight 0 in the loss and metrics (see ``tasks/train.py``). A forward GRU's output at position t
+  depends only on positions ≤ t, so trailing padding cannot change the outputs at real positions:
+  the result equals masking. Masking inside the GRU instead adds a ``tf.where`` per time step to
+  the CPU ``while_loop`` and has been measured to slow training many times over (keras#14452).
+  The price: an input must never have padding *before* real tokens (no left padding).
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+
+
+def build_language_model(vocab_size: int, embedding_dim: int = 64, units: int = 64) -> keras.Model:
+    """Next-word model: int32 ids (B, T), any T → logits (B, T, vocab_size)."""
+    ids = keras.Input(shape=(None,), dtype="int32", name="ids")
+    hidden = keras.layers.Embedding(vocab_size, embedding_dim, name="embedding")(ids)
+    hidden = keras.layers.GRU(
+        units, return_sequences=True, recurrent_initializer="glorot_uniform", name="gru"
+    )(hidden)
+    logits = keras.layers.Dense(vocab_size, name="logits")(hidden)
+    return keras.Model(ids, logits, name="gru_language_model")
+
+
+def next_word_probabilities(model: keras.Model, ids: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Probabilities of the word after each row's last real token.
+
+    Args:
+        model: A model from `build_language_model` (outputs logits).
+        ids: (B, T) ids, right-padded with 0.
+        lengths: (B,) number of real tokens per row, each in 1..T.
+
+    Returns:
+        (B, vocab_size) float64 rows summing to 1.
+    """
+    ids = np.asarray(ids, dtype=np.int32)
+    lengths = np.asarray(lengths, dtype=np.int64)
+    if ids.ndim != 2 or lengths.shape != (ids.shape[0],):
+        raise ValueError(f"expected ids (B, T) and lengths (B,), got {ids.shape}, {lengths.shape}")
+    if lengths.size and (lengths.min() < 1 or lengths.max() > ids.shape[1]):
+        raise ValueError(f"lengths must lie in 1..{ids.shape[1]}")
+    # Columns past the longest row are padding only; outputs do not depend on them.
+    width = int(lengths.max(initial=1))
+    logits = np.asarray(model(ids[:, :width], training=False))
+    last = logits[np.arange(len(lengths)), lengths - 1].astype(np.float64)
+    last -= last.max(axis=1, keepdims=True)
+    probs = np.exp(last)
+    return probs / probs.sum(axis=1, keepdims=True)

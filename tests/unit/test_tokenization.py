@@ -1,0 +1,174 @@
+import json
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from tasks.config import TokenizerConfig
+from tasks.text import UNK_ID, Vocab, encode_texts, normalize_expr, tokenize_text, tokenize_texts
+from tasks.tokenization import split_expr, split_of, tokenize_snapshot
+
+
+def normalize(text: str, lowercase: bool = True) -> str:
+    return pl.select(normalize_expr(pl.lit(text), lowercase)).item()
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("Great<br />blender<br/>ok", "great blender ok"),
+        ("<p>Hi</p>  <b>there</b>", "hi there"),
+        ("It&#39;s fine &amp; cheap &lt;3", "it's fine & cheap <3"),
+        ("&quot;x&quot; &#039;y&#039; &apos;z&apos;a&nbsp;b", "\"x\" 'y' 'z'a b"),
+        ("&amp;lt;", "&lt;"),
+        ("\uff46\uff55\uff4c\uff4c \u2460", "full 1"),  # fullwidth, circled digit
+        ("Don\u2019t  \t\n STOP", "don't stop"),
+        ("a < b > c", "a < b > c"),
+    ],
+)
+def test_normalize(raw: str, expected: str) -> None:
+    assert normalize(raw) == expected
+
+
+def test_normalize_keeps_case_when_asked() -> None:
+    assert normalize("Hello <br />WORLD", lowercase=False) == "Hello WORLD"
+    assert tokenize_text("Hello WORLD", lowercase=False) == ["Hello", "WORLD"]
+
+
+def test_tokens() -> None:
+    assert tokenize_text("It's great, isn't it?! 'quoted'") == [
+        "it's", "great", ",", "isn't", "it", "?", "!", "'", "quoted", "'",
+    ]  # fmt: skip
+    assert tokenize_text("Café naïve 3.5kg") == ["café", "naïve", "3", ".", "5kg"]
+    assert tokenize_text("とても良い商品です!") == [
+        "と",
+        "て",
+        "も",
+        "良",
+        "い",
+        "商",
+        "品",
+        "で",
+        "す",
+        "!",
+    ]
+    assert tokenize_text("abc漢字") == ["abc", "漢", "字"]
+    assert tokenize_text("   ") == []
+    assert tokenize_texts(["A b", "C."]) == [["a", "b"], ["c", "."]]
+
+
+def test_split_is_stable_and_balanced() -> None:
+    ids = [f"R{i:07d}" for i in range(5000)]
+    frame = pl.DataFrame({"id": ids})
+    splits = frame.select(split_expr(pl.col("id"), 0.1, 0.1))["literal"].to_list()
+    assert splits == [split_of(i, 0.1, 0.1) for i in ids]
+    shares = pl.Series(splits).value_counts(normalize=True)
+    share = dict(zip(shares[:, 0], shares[:, 1], strict=True))
+    assert share["train"] == pytest.approx(0.8, abs=0.03)
+    assert share["val"] == pytest.approx(0.1, abs=0.02)
+    assert share["test"] == pytest.approx(0.1, abs=0.02)
+    # more data (shuffled in) moves no old review
+    grown = pl.DataFrame({"id": [f"X{i}" for i in range(3000)] + ids[::-1]})
+    moved = grown.select(pl.col("id"), split_expr(pl.col("id"), 0.1, 0.1).alias("split"))
+    old = dict(zip(ids, splits, strict=True))
+    assert all(old[i] == s for i, s in moved.filter(pl.col("id").str.starts_with("R")).rows())
+    assert split_of("R0000001", 0.1, 0.1) == split_of("R0000001", 0.1, 0.1)
+
+
+def test_vocab_ties_by_token_and_round_trip(tmp_path: Path) -> None:
+    tokens = pl.Series([["b", "a", "c", "c"], ["d", "b", "a"]])
+    vocab = Vocab.build(tokens, size=5, lowercase=True)
+    assert vocab.tokens == ["[PAD]", "[UNK]", "a", "b", "c"]  # a, b, c all twice: by token
+    assert vocab.counts == [0, 1, 2, 2, 2]  # "d" is the one unknown
+    assert len(vocab) == 5
+    assert vocab.token(2) == "a"
+    np.testing.assert_array_equal(vocab.encode(["c", "zz", "a"]), np.array([4, 1, 2], np.int32))
+    assert vocab.encode(["a"]).dtype == np.int32
+    vocab.save(tmp_path / "vocab.json")
+    loaded = Vocab.load(tmp_path / "vocab.json")
+    assert (loaded.tokens, loaded.counts, loaded.lowercase) == (
+        vocab.tokens, vocab.counts, vocab.lowercase,
+    )  # fmt: skip
+    assert json.loads((tmp_path / "vocab.json").read_text())["tokens"][:2] == ["[PAD]", "[UNK]"]
+
+
+def test_encode_texts_normalizes_like_training() -> None:
+    vocab = Vocab(["[PAD]", "[UNK]", "it's", "great", "."], [0, 0, 3, 2, 1], lowercase=True)
+    out = encode_texts(["It&#39;s GREAT.", "nope"], vocab)
+    assert [a.tolist() for a in out] == [[2, 3, 4], [UNK_ID]]
+    assert out[0].dtype == np.int32
+
+
+def _snapshot(path: Path, n: int = 600) -> Path:
+    words = ["alpha", "beta", "gamma", "delta"]
+    texts = [f"{words[i % 4]} {words[(i * 7) % 4]} w{i % 50}.<br />Ok!" for i in range(n)]
+    pl.DataFrame(
+        {
+            "review_id": [f"R{i}" for i in range(n)],
+            "text": texts,
+            "rating": pl.Series([i % 5 + 1 for i in range(n)], dtype=pl.Int8),
+            "language": ["en"] * n,
+        }
+    ).write_parquet(path)
+    return path
+
+
+def test_tokenize_snapshot(tmp_path: Path) -> None:
+    snap = _snapshot(tmp_path / "snapshot.parquet")
+    cfg = TokenizerConfig(vocab_size=40)
+    a = tokenize_snapshot(snap, cfg, tmp_path / "a")
+    vocab_a = (tmp_path / "a" / "vocab.json").read_bytes()
+    b = tokenize_snapshot(snap, cfg, tmp_path / "b")
+    assert (tmp_path / "b" / "vocab.json").read_bytes() == vocab_a
+    assert a.digest == b.digest
+    assert sum(a.reviews.values()) == 600
+    assert a.vocab_size == len(Vocab.load(a.vocab_path)) <= 40
+    for split in ("train", "val", "test"):
+        frame = pl.read_parquet(a.split_path(split))
+        assert frame.schema["ids"] == pl.List(pl.Int32)
+        assert ("text" in frame.columns) == (split == "test")
+        assert frame.height == a.reviews[split]
+        assert frame["ids"].list.len().sum() == a.tokens[split]
+        assert frame.equals(pl.read_parquet(b.split_path(split)))
+        oov = (frame["ids"].explode() == UNK_ID).mean()
+        assert a.oov_rate[split] == pytest.approx(oov)
+    manifest = json.loads((tmp_path / "a" / "manifest.json").read_text())
+    assert manifest["digest"] == a.digest
+    assert set(manifest["files"]) == {"vocab.json", "train.parquet", "val.parquet", "test.parquet"}
+    # overwrite in place: same result, no leftovers beside it
+    again = tokenize_snapshot(snap, cfg, tmp_path / "a")
+    assert again.digest == a.digest
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b", "snapshot.parquet"]
+
+
+def test_vocab_from_train_only(tmp_path: Path) -> None:
+    cfg = TokenizerConfig(val_fraction=0.1, test_fraction=0.1)
+    ids = [f"R{i}" for i in range(200)]
+    test_id = next(i for i in ids if split_of(i, 0.1, 0.1) == "test")
+    texts = ["common words here." if i != test_id else "zebra only here." for i in ids]
+    pl.DataFrame(
+        {"review_id": ids, "text": texts, "rating": [None] * 200, "language": [None] * 200},
+        schema={
+            "review_id": pl.String,
+            "text": pl.String,
+            "rating": pl.Int8,
+            "language": pl.String,
+        },
+    ).write_parquet(tmp_path / "s.parquet")
+    data = tokenize_snapshot(tmp_path / "s.parquet", cfg, tmp_path / "out")
+    vocab = Vocab.load(data.vocab_path)
+    assert "zebra" not in vocab.tokens
+    test = pl.read_parquet(data.split_path("test")).filter(pl.col("review_id") == test_id)
+    assert test["ids"].item().to_list()[0] == UNK_ID
+    assert test["text"].item() == "zebra only here."
+    assert data.oov_rate["train"] == 0.0 and data.oov_rate["test"] > 0.0
+
+
+def test_refuses_to_replace_a_foreign_directory(tmp_path: Path) -> None:
+    snap = _snapshot(tmp_path / "snapshot.parquet", n=50)
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "precious.txt").write_text("keep me")
+    with pytest.raises(FileExistsError):
+        tokenize_snapshot(snap, TokenizerConfig(), tmp_path / "out")
+    assert (tmp_path / "out" / "precious.txt").exists()
