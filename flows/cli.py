@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import sys
 from collections.abc import Iterator
@@ -28,6 +29,31 @@ def _fail(message: str) -> None:
     raise typer.Exit(2)
 
 
+class _WithoutInputErrorTracebacks(logging.Filter):
+    """Prefect logs a failed task with its traceback; for bad input the CLI's one line says it all.
+
+    Only the terminal is spared: the Prefect API still receives the full log for the UI.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from tasks.records import InputError
+
+        error = record.exc_info[1] if record.exc_info else None
+        return not isinstance(error, InputError) and "InputError" not in record.getMessage()
+
+
+def _quiet_input_error_tracebacks() -> None:
+    from prefect.logging import configuration
+
+    if not configuration.PROCESS_LOGGING_CONFIG:  # make Prefect's handlers now, not at flow start
+        configuration.setup_logging()
+    console = _WithoutInputErrorTracebacks()
+    for name in ["", *logging.root.manager.loggerDict]:
+        for handler in getattr(logging.getLogger(name), "handlers", []):
+            if isinstance(handler, logging.StreamHandler) and console not in handler.filters:
+                handler.addFilter(console)
+
+
 @contextlib.contextmanager
 def _bad_input_exits_2() -> Iterator[None]:
     """Bad input or config becomes one line on stderr and exit code 2, never a traceback."""
@@ -35,6 +61,7 @@ def _bad_input_exits_2() -> Iterator[None]:
 
     from tasks.records import InputError
 
+    _quiet_input_error_tracebacks()
     try:
         yield
     except InputError as error:

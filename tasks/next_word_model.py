@@ -54,8 +54,10 @@ def top_next_words(
 ) -> list[list[tuple[str, float]]]:
     """The `top_k[i]` most probable next words of `texts[i]`, most probable first."""
     probabilities = next_word_distribution(model, vocab, texts)
-    probabilities[:, list(SPECIAL_IDS)] = -1.0
-    ranked = np.argsort(-probabilities, axis=1, kind="stable")
+    scores = probabilities.copy()
+    scores[:, list(SPECIAL_IDS)] = -np.inf
+    words = probabilities.shape[1] - len(SPECIAL_IDS)
+    ranked = np.argsort(-scores, axis=1, kind="stable")[:, :words]
     return [
         [(vocab.token(int(i)), float(probabilities[row, i])) for i in ranked[row, :k]]
         for row, k in enumerate(top_k)

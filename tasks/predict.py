@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
 import random
 import re
+from typing import cast
 
 import mlflow
 import pandas as pd
@@ -23,7 +25,7 @@ def load_model(model_uri: str) -> PyFuncModel:
 
 def next_words(model: PyFuncModel, text: str, top_k: int = 5) -> list[dict[str, float | str]]:
     """The `top_k` most probable next words after `text`, most probable first."""
-    frame = model.predict(pd.DataFrame({"text": [text], "top_k": [top_k]}))
+    frame = cast(pd.DataFrame, model.predict(pd.DataFrame({"text": [text], "top_k": [top_k]})))
     return [{"word": row.word, "p": float(row.p)} for row in frame.itertuples()]
 
 
@@ -42,6 +44,8 @@ def generate(
     for _ in range(words):
         context = " ".join([text, *generated])
         candidates = next_words(model, context, GENERATION_CANDIDATES)
-        weights = [float(c["p"]) ** (1.0 / temperature) for c in candidates]
+        # p ** (1 / temperature), scaled by the top candidate's so that it cannot underflow to 0
+        log_p = [math.log(max(float(c["p"]), 1e-300)) for c in candidates]
+        weights = [math.exp((lp - log_p[0]) / temperature) for lp in log_p]
         generated.append(str(rng.choices(candidates, weights=weights)[0]["word"]))
     return _NO_SPACE_BEFORE.sub(r"\1", " ".join([text, *generated]))

@@ -61,7 +61,7 @@ def decide_promotion(
 
 def champion_version(model_name: str) -> str | None:
     try:
-        return MlflowClient().get_model_version_by_alias(model_name, CHAMPION).version
+        return str(MlflowClient().get_model_version_by_alias(model_name, CHAMPION).version)
     except MlflowException:
         return None
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import keras
 import mlflow
 from mlflow.data.meta_dataset import MetaDataset
-from mlflow.data.sources import LocalArtifactDatasetSource
+from mlflow.data.sources import LocalArtifactDatasetSource  # type: ignore[attr-defined]  # made at import
 from mlflow.entities import DatasetInput, InputTag, Metric, Param, RunStatus
 from mlflow.tracking import MlflowClient
 
@@ -94,7 +94,7 @@ def log_tokenized_inputs(run_id: str, data: TokenizedData) -> None:
     inputs = []
     for split in SPLITS:
         path = data.split_path(split)
-        dataset = MetaDataset(
+        dataset = MetaDataset(  # type: ignore[abstract]  # `profile` is optional in practice
             LocalArtifactDatasetSource(str(path.resolve())), name=split, digest=file_digest(path)
         )
         context = "training" if split == "train" else ("validation" if split == "val" else split)

@@ -1,13 +1,13 @@
 """The real flow, end to end: Prefect test server, temporary MLflow store, generated reviews."""
 
 import json
+import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
-from typer.testing import CliRunner
 
-from flows.cli import app
 from tasks.sample_data import write_sample_reviews
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -35,21 +35,24 @@ METRIC_KEYS = {
 }
 
 
-def _run(args: list[str]) -> dict:
-    result = CliRunner().invoke(app, ["run", *args, "--json"])
-    assert result.exit_code == 0, result.output + repr(result.exception)
+Cli = Callable[..., subprocess.CompletedProcess[str]]
+
+
+def _run(reviewgru: Cli, args: list[str]) -> dict:
+    result = reviewgru("run", *args, "--json")
+    assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def _alias(name: str, alias: str) -> str:
-    return MlflowClient().get_model_version_by_alias(name, alias).version
+    return str(MlflowClient().get_model_version_by_alias(name, alias).version)
 
 
-def test_retrain_registers_promotes_and_serves(tmp_path: Path, mlflow_store: str) -> None:
+def test_retrain_registers_promotes_and_serves(tmp_path: Path, reviewgru: Cli) -> None:
     reviews = write_sample_reviews(tmp_path / "reviews.csv", rows=400, seed=3)
     common = ["--data", str(reviews), "--workdir", str(tmp_path / "work"), "--epochs", "1"]
 
-    first = _run([*common, "--learning-rate", "0.01"])
+    first = _run(reviewgru, [*common, "--learning-rate", "0.01"])
 
     assert first.keys() >= SUMMARY_KEYS
     assert first["metrics"].keys() == METRIC_KEYS
@@ -76,8 +79,8 @@ def test_retrain_registers_promotes_and_serves(tmp_path: Path, mlflow_store: str
     assert version.tags["gate.decision"] == "promoted"
     assert version.tags["data.digest"]
 
-    predicted = CliRunner().invoke(app, ["predict", "i bought this", "--top-k", "5", "--json"])
-    assert predicted.exit_code == 0, predicted.output
+    predicted = reviewgru("predict", "i bought this", "--top-k", "5", "--json")
+    assert predicted.returncode == 0, predicted.stderr[-3000:]
     answer = json.loads(predicted.stdout.strip().splitlines()[-1])
     probabilities = [candidate["p"] for candidate in answer["next"]]
     assert len(probabilities) == 5
@@ -85,7 +88,7 @@ def test_retrain_registers_promotes_and_serves(tmp_path: Path, mlflow_store: str
     assert all(0.0 <= p <= 1.0 for p in probabilities)
     assert not {"[PAD]", "[UNK]"} & {candidate["word"] for candidate in answer["next"]}
 
-    worse = _run([*common, "--units", "2", "--learning-rate", "0.00001"])
+    worse = _run(reviewgru, [*common, "--units", "2", "--learning-rate", "0.00001"])
 
     assert (worse["model_version"], worse["promoted"]) == ("2", False)
     assert worse["metrics"]["champion_perplexity"] == pytest.approx(
@@ -96,7 +99,7 @@ def test_retrain_registers_promotes_and_serves(tmp_path: Path, mlflow_store: str
     assert MlflowClient().get_model_version("reviewgru", "2").tags["gate.decision"] == "rejected"
 
 
-def test_until_tokenize_stops_before_training(tmp_path: Path, mlflow_store: str) -> None:
+def test_until_tokenize_stops_before_training(tmp_path: Path, reviewgru: Cli) -> None:
     reviews = write_sample_reviews(tmp_path / "reviews.csv", rows=200, seed=4)
     summary = _run(
         ["--data", str(reviews), "--workdir", str(tmp_path / "w"), "--until", "tokenize"]
@@ -108,13 +111,14 @@ def test_until_tokenize_stops_before_training(tmp_path: Path, mlflow_store: str)
     assert list((tmp_path / "w" / "tokenized").glob("*/vocab.json"))
 
 
-def test_bad_input_exits_2_with_one_line(tmp_path: Path, mlflow_store: str) -> None:
+def test_bad_input_exits_2_with_one_line(tmp_path: Path, reviewgru: Cli) -> None:
     bad = tmp_path / "bad.csv"
     bad.write_text("title,body\nhello,world\n")
 
-    result = CliRunner().invoke(app, ["run", "--data", str(bad), "--workdir", str(tmp_path)])
+    result = reviewgru("run", "--data", str(bad), "--workdir", str(tmp_path))
 
-    assert result.exit_code == 2
-    message = result.stderr.strip()
-    assert len(message.splitlines()) == 1
-    assert "bad.csv" in message and "review_body" in message
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if "reviewgru: error" in line]
+    assert len(errors) == 1
+    assert "bad.csv" in errors[0] and "review_body" in errors[0] and "--text-column" in errors[0]
