@@ -102,7 +102,7 @@ def test_retrain_registers_promotes_and_serves(tmp_path: Path, reviewgru: Cli) -
 def test_until_tokenize_stops_before_training(tmp_path: Path, reviewgru: Cli) -> None:
     reviews = write_sample_reviews(tmp_path / "reviews.csv", rows=200, seed=4)
     summary = _run(
-        ["--data", str(reviews), "--workdir", str(tmp_path / "w"), "--until", "tokenize"]
+        reviewgru, ["--data", str(reviews), "--workdir", str(tmp_path / "w"), "--until", "tokenize"]
     )
 
     assert summary["tokens"]["train"] > 0
