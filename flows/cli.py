@@ -100,6 +100,16 @@ def run(
     learning_rate: Annotated[float | None, typer.Option(help="Adam learning rate.")] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed of training.")] = None,
     model_name: Annotated[str | None, typer.Option(help="Registered model name.")] = None,
+    min_improvement: Annotated[
+        float | None, typer.Option(help="Relative perplexity gain needed to replace the champion.")
+    ] = None,
+    force_promote: Annotated[
+        bool,
+        typer.Option("--force-promote", help="Make this model champion, whatever the gate."),
+    ] = False,
+    no_promote: Annotated[
+        bool, typer.Option("--no-promote", help="Register without touching the champion alias.")
+    ] = False,
     workdir: Annotated[Path | None, typer.Option(help="Snapshots, splits, models.")] = None,
     config: Annotated[
         Path | None, typer.Option(help="TOML config; flags override it.", exists=True)
@@ -112,6 +122,8 @@ def run(
     ] = False,
 ) -> None:
     """Run the retrain flow: ingest → tokenize → train → evaluate → register."""
+    if force_promote and no_promote:
+        _fail("--force-promote and --no-promote exclude each other")
     flags: dict[str, Any] = {
         "ingest.data": data,
         "ingest.text_columns": text_column or None,
@@ -125,6 +137,8 @@ def run(
         "train.learning_rate": learning_rate,
         "train.seed": seed,
         "registry.model_name": model_name,
+        "registry.min_improvement": min_improvement,
+        "registry.promotion": "force" if force_promote else ("never" if no_promote else None),
         "workdir": workdir,
         "until": until,
     }
@@ -171,7 +185,9 @@ def _human_summary(summary: dict[str, Any]) -> str:
     if summary["mlflow_run_id"]:
         lines.append(f"mlflow    run {summary['mlflow_run_id']}")
     if summary["model_version"]:
-        verdict = "now champion" if summary["promoted"] else "not promoted"
+        verdict = "champion" if summary["promoted"] else "not champion"
+        if summary["cached"]:
+            verdict = f"cached, {verdict}"
         lines.append(
             f"model     {summary['model_name']} v{summary['model_version']} ({verdict}:"
             f" {summary['gate_reason']})"
@@ -240,6 +256,65 @@ def _model_missing_exits_2() -> Iterator[None]:
         )
     except ValueError as error:
         _fail(str(error))
+
+
+@app.command()
+def compare(
+    model_name: Annotated[str, typer.Option(help="Registered model name.")] = "reviewgru",
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """The registered versions side by side: aliases, metrics, baselines, data, gate decision."""
+    from tasks import tracking
+    from tasks.register import compare_versions
+
+    tracking.configure_mlflow()
+    with _model_missing_exits_2():
+        rows = compare_versions(model_name)
+    if as_json:
+        typer.echo(json.dumps(rows))
+        return
+    typer.echo(_versions_table(rows))
+
+
+def _versions_table(rows: list[dict[str, Any]]) -> str:
+    def number(value: float | None, digits: int) -> str:
+        return "-" if value is None else f"{value:.{digits}f}"
+
+    header = (
+        "version",
+        "aliases",
+        "ppl",
+        "top1",
+        "top5",
+        "unigram",
+        "bigram",
+        "champ@split",
+        "data",
+        "created",
+        "gate",
+    )
+    table = [header]
+    for row in rows:
+        table.append(
+            (
+                row["version"],
+                ",".join(row["aliases"]) or "-",
+                number(row["test_perplexity"], 2),
+                number(row["test_top1"], 3),
+                number(row["test_top5"], 3),
+                number(row["unigram_perplexity"], 2),
+                number(row["bigram_perplexity"], 2),
+                number(row["champion_perplexity"], 2),
+                (row["data_digest"] or "-")[:10],
+                row["created"],
+                row["gate_decision"] or "-",
+            )
+        )
+    widths = [max(len(str(line[i])) for line in table) for i in range(len(header))]
+    return "\n".join(
+        "  ".join(str(cell).ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
+        for line in table
+    )
 
 
 @app.command("sample-data")

@@ -19,7 +19,7 @@ from tasks import tracking
 from tasks.config import STAGES, PipelineConfig
 from tasks.evaluate import evaluate_task
 from tasks.ingest import ingest_task
-from tasks.register import register_task
+from tasks.register import champion_version, find_registered, register_task
 from tasks.sample_data import demo_dataset
 from tasks.tokenization import tokenize_task
 from tasks.train import train_task
@@ -39,6 +39,7 @@ class RunSummary(BaseModel):
     metrics: dict[str, float | None] | None = None
     timings_s: dict[str, float | None] = {stage: None for stage in (*STAGES, "total")}
     train_tokens_per_s: float | None = None
+    cached: bool = False
 
 
 @contextmanager
@@ -87,6 +88,8 @@ def _run_stages(
         return
 
     tracking.configure_mlflow()
+    if config.until == "register" and _reuse_registered(config, data.digest, summary):
+        return
     run_id = tracking.start_run(config, summary.flow_run_id)
     summary.mlflow_run_id = run_id
     succeeded = False
@@ -112,6 +115,30 @@ def _run_stages(
         succeeded = True
     finally:
         tracking.finish_run(run_id, succeeded)
+
+
+def _reuse_registered(config: PipelineConfig, data_digest: str, summary: RunSummary) -> bool:
+    """Idempotency: the same data and config were trained and registered before → no new version.
+
+    Forced or disabled promotion always retrains: those are explicit requests for a new decision.
+    """
+    if config.registry.promotion != "gate":
+        return False
+    name = config.registry.model_name
+    version = find_registered(name, config.training_digest(data_digest))
+    if version is None:
+        return False
+    tags = version.tags
+    summary.cached = True
+    summary.mlflow_run_id = version.run_id
+    summary.model_version = str(version.version)
+    summary.promoted = champion_version(name) == str(version.version)
+    summary.gate_reason = f"v{version.version} was trained on the same data with the same config"
+    summary.metrics = {
+        key: float(tags[f"metrics.{key}"]) if f"metrics.{key}" in tags else None
+        for key in (*_METRIC_KEYS, "champion_perplexity")
+    }
+    return True
 
 
 _METRIC_KEYS = (

@@ -78,6 +78,9 @@ class RegistryConfig(_Section):
     min_improvement: float = Field(
         default=0.0, ge=0.0, description="Relative perplexity gain needed to replace the champion."
     )
+    promotion: Literal["gate", "force", "never"] = Field(
+        default="gate", description="gate: champion only if it wins; force / never: override."
+    )
 
 
 class PipelineConfig(_Section):
@@ -128,6 +131,12 @@ class PipelineConfig(_Section):
 
         walk("", self.model_dump(mode="json"))
         return out
+
+    def training_digest(self, data_digest: str) -> str:
+        """Identifies a model: the same data and training config give the same model."""
+        return hashlib.sha256(
+            f"{data_digest}:{self.digest('model', 'train')}".encode()
+        ).hexdigest()[:16]
 
     def digest(self, *sections: str) -> str:
         """Stable digest of the named sections (all when none), for cache keys and tags."""

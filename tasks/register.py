@@ -8,16 +8,20 @@ from __future__ import annotations
 
 import logging
 import subprocess
+from datetime import UTC, datetime
 from importlib.metadata import version as installed_version
 from pathlib import Path
 
 import mlflow
 import pandas as pd
+from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
 from mlflow.tracking import MlflowClient
 from prefect import task
+from prefect.artifacts import create_table_artifact
 
+from tasks import tracking
 from tasks.config import PipelineConfig
 from tasks.next_word_model import INPUT_SCHEMA, OUTPUT_SCHEMA
 from tasks.records import ChampionScore, Evaluation, Registration, TokenizedData, TrainedModel
@@ -35,8 +39,13 @@ def decide_promotion(
     unigram_perplexity: float,
     champion: ChampionScore | None,
     min_improvement: float = 0.0,
+    promotion: str = "gate",
 ) -> tuple[bool, str]:
     """Whether the challenger becomes champion, and why, in one sentence."""
+    if promotion == "force":
+        return True, f"promotion forced (--force-promote); perplexity {perplexity:.2f}"
+    if promotion == "never":
+        return False, f"promotion disabled (--no-promote); perplexity {perplexity:.2f}"
     if perplexity >= unigram_perplexity:
         return False, (
             f"perplexity {perplexity:.2f} does not beat the unigram baseline "
@@ -57,6 +66,53 @@ def decide_promotion(
         f"perplexity {perplexity:.2f} does not beat champion v{champion.version} "
         f"({champion.perplexity:.2f}, needed < {needed:.2f}) on the same test split"
     )
+
+
+def find_registered(model_name: str, training_digest: str) -> ModelVersion | None:
+    """The version already trained on the same data with the same config, if any."""
+    try:
+        versions = MlflowClient().search_model_versions(
+            f"name = '{model_name}' and tags.`training.digest` = '{training_digest}'"
+        )
+    except MlflowException:  # no such registered model yet
+        return None
+    return max(versions, key=lambda v: int(v.version), default=None)
+
+
+def compare_versions(model_name: str) -> list[dict[str, object]]:
+    """Every version of the model, newest first, with what users compare them by."""
+    client = MlflowClient()
+    aliases: dict[str, list[str]] = {}
+    for alias, version in client.get_registered_model(model_name).aliases.items():
+        aliases.setdefault(str(version), []).append(alias)
+
+    def metric(tags: dict[str, str], key: str) -> float | None:
+        value = tags.get(f"metrics.{key}")
+        return float(value) if value is not None else None
+
+    rows: list[dict[str, object]] = []
+    for mv in client.search_model_versions(f"name = '{model_name}'"):
+        tags = mv.tags
+        rows.append(
+            {
+                "version": str(mv.version),
+                "aliases": sorted(aliases.get(str(mv.version), [])),
+                "test_perplexity": metric(tags, "test_perplexity"),
+                "test_top1": metric(tags, "test_top1"),
+                "test_top5": metric(tags, "test_top5"),
+                "unigram_perplexity": metric(tags, "unigram_perplexity"),
+                "bigram_perplexity": metric(tags, "bigram_perplexity"),
+                "champion_perplexity": metric(tags, "champion_perplexity"),
+                "data_digest": tags.get("data.digest"),
+                "created": datetime.fromtimestamp(mv.creation_timestamp / 1000, UTC).isoformat(
+                    timespec="seconds"
+                ),
+                "gate_decision": tags.get("gate.decision"),
+                "gate_reason": tags.get("gate.reason"),
+                "run_id": mv.run_id,
+            }
+        )
+    return sorted(rows, key=lambda row: -int(str(row["version"])))
 
 
 def champion_version(model_name: str) -> str | None:
@@ -110,17 +166,22 @@ def register_model(
         metrics["unigram_perplexity"],
         evaluation.champion,
         config.registry.min_improvement,
+        config.registry.promotion,
     )
     tags = {
         "data.digest": data.digest,
         "data.test_digest": evaluation.test_digest,
         "config.digest": config.digest(),
+        "training.digest": config.training_digest(data.digest),
         "code.version": _git_commit(),
         "mlflow.run_id": run_id,
         "gate.decision": "promoted" if promote else "rejected",
         "gate.reason": reason,
-        **{f"metrics.{key}": f"{value:.6g}" for key, value in metrics.items()},
+        **{f"metrics.{key}": repr(float(value)) for key, value in metrics.items()},
     }
+    if evaluation.champion is not None:
+        tags["metrics.champion_perplexity"] = repr(evaluation.champion.perplexity)
+        tags["gate.champion_version"] = evaluation.champion.version
     version = mlflow.register_model(info.model_uri, name, tags=tags).version
     client = MlflowClient()
     client.set_tag(run_id, "gate.decision", tags["gate.decision"])
@@ -138,6 +199,34 @@ def register_model(
     )
 
 
+def gate_table(registration: Registration, evaluation: Evaluation) -> list[dict[str, str]]:
+    """Challenger vs champion vs baselines on the same test split, for the Prefect UI."""
+    metrics = evaluation.metrics
+    rows = [
+        {
+            "model": f"challenger v{registration.version}",
+            "test perplexity": f"{metrics['test_perplexity']:.3f}",
+            "top-1": f"{metrics['test_top1']:.3f}",
+            "top-5": f"{metrics['test_top5']:.3f}",
+        }
+    ]
+    if evaluation.champion is not None:
+        rows.append(
+            {
+                "model": f"champion v{evaluation.champion.version} (re-scored here)",
+                "test perplexity": f"{evaluation.champion.perplexity:.3f}",
+                "top-1": "",
+                "top-5": "",
+            }
+        )
+    for baseline in ("unigram", "bigram"):
+        perplexity = metrics[f"{baseline}_perplexity"]
+        rows.append(
+            {"model": baseline, "test perplexity": f"{perplexity:.3f}", "top-1": "", "top-5": ""}
+        )
+    return rows
+
+
 @task(name="register")
 def register_task(
     run_id: str,
@@ -146,4 +235,15 @@ def register_task(
     evaluation: Evaluation,
     config: PipelineConfig,
 ) -> Registration:
-    return register_model(run_id, trained, data, evaluation, config)
+    registration = register_model(run_id, trained, data, evaluation, config)
+    decision = "promoted to champion" if registration.promoted else "not promoted"
+    create_table_artifact(
+        key="reviewgru-gate",
+        table=gate_table(registration, evaluation),
+        description=(
+            f"**{registration.model_name} v{registration.version}: {decision}** — "
+            f"{registration.reason}. MLflow run: {tracking.run_link(run_id)}; "
+            f"model: {tracking.model_version_link(registration.model_name, registration.version)}"
+        ),
+    )
+    return registration

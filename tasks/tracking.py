@@ -66,6 +66,22 @@ def start_run(config: PipelineConfig, flow_run_id: str | None) -> str:
     return run.info.run_id
 
 
+def run_link(run_id: str) -> str:
+    """Where to see a run: a URL on a tracking server, else the command that opens the UI."""
+    uri = mlflow.get_tracking_uri()
+    if uri.startswith(("http://", "https://")):
+        experiment_id = MlflowClient().get_run(run_id).info.experiment_id
+        return f"{uri.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+    return f"run {run_id} (`mlflow ui --backend-store-uri {uri}`)"
+
+
+def model_version_link(model_name: str, version: str) -> str:
+    uri = mlflow.get_tracking_uri()
+    if uri.startswith(("http://", "https://")):
+        return f"{uri.rstrip('/')}/#/models/{model_name}/versions/{version}"
+    return f"models:/{model_name}/{version}"
+
+
 def finish_run(run_id: str, succeeded: bool) -> None:
     status = RunStatus.FINISHED if succeeded else RunStatus.FAILED
     MlflowClient().set_terminated(run_id, RunStatus.to_string(status))

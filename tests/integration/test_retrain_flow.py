@@ -98,6 +98,23 @@ def test_retrain_registers_promotes_and_serves(tmp_path: Path, reviewgru: Cli) -
     assert _alias("reviewgru", "challenger") == "2"
     assert MlflowClient().get_model_version("reviewgru", "2").tags["gate.decision"] == "rejected"
 
+    again = _run(reviewgru, [*common, "--learning-rate", "0.01"])
+
+    assert again["cached"] is True and worse["cached"] is False
+    assert (again["model_version"], again["promoted"]) == ("1", True)
+    assert again["mlflow_run_id"] == first["mlflow_run_id"]
+    assert again["metrics"]["test_perplexity"] == pytest.approx(metrics["test_perplexity"])
+    assert again["timings_s"]["train"] is None
+    assert len(MlflowClient().search_model_versions("name = 'reviewgru'")) == 2
+
+    compared = reviewgru("compare", "--json")
+    assert compared.returncode == 0, compared.stderr[-3000:]
+    versions = json.loads(compared.stdout.strip().splitlines()[-1])
+    assert [(v["version"], v["aliases"], v["gate_decision"]) for v in versions] == [
+        ("2", ["challenger"], "rejected"),
+        ("1", ["champion"], "promoted"),
+    ]
+
 
 def test_until_tokenize_stops_before_training(tmp_path: Path, reviewgru: Cli) -> None:
     reviews = write_sample_reviews(tmp_path / "reviews.csv", rows=200, seed=4)

@@ -115,3 +115,9 @@ def test_language_model_metrics(tmp_path: Path) -> None:
         nll.extend(-log_probs[np.arange(len(review) - 1), review[1:]])
     assert whole["test_loss"] == pytest.approx(np.mean(nll), rel=1e-5)
     assert whole["test_tokens"] == metrics["test_tokens"]
+    # Out-of-vocabulary targets (id 1) left out of the "known" metrics.
+    targets = np.array([t for r in reviews for t in r[1:]])
+    known_nll = np.array(nll)[targets != 1]
+    assert whole["test_oov_rate"] == pytest.approx(np.mean(targets == 1))
+    assert whole["test_known_tokens"] == len(known_nll)
+    assert whole["test_known_loss"] == pytest.approx(known_nll.mean(), rel=1e-5)

@@ -27,3 +27,13 @@ def test_min_improvement_is_relative() -> None:
     champion = ChampionScore(version="1", perplexity=40.0)
     assert not decide_promotion(39.0, 90.0, champion, min_improvement=0.05)[0]
     assert decide_promotion(37.9, 90.0, champion, min_improvement=0.05)[0]
+
+
+def test_force_and_never_override_the_gate() -> None:
+    champion = ChampionScore(version="1", perplexity=10.0)
+    assert decide_promotion(95.0, 90.0, champion, promotion="force") == (
+        True,
+        "promotion forced (--force-promote); perplexity 95.00",
+    )
+    promote, reason = decide_promotion(5.0, 90.0, champion, promotion="never")
+    assert not promote and "--no-promote" in reason

@@ -1,0 +1,131 @@
+"""The registered model serves raw text: through `mlflow models serve` and without our source tree.
+
+The model is a tiny untrained GRU registered by the real `register_model`: serving mechanics do
+not depend on how well it was trained, and training one here would only cost time.
+"""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from tasks import tracking
+from tasks.config import PipelineConfig
+from tasks.model import build_language_model
+from tasks.records import Evaluation, TokenizedData, TrainedModel
+from tasks.register import register_model
+from tasks.text import Vocab
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parents[2]
+TOKENS = ["[PAD]", "[UNK]", "the", "blender", "is", "great", "."]
+METRICS = {
+    "test_loss": 1.0,
+    "test_perplexity": 2.7,
+    "test_top1": 0.5,
+    "test_top5": 0.9,
+    "unigram_perplexity": 6.0,
+    "bigram_perplexity": 4.0,
+}
+
+
+@pytest.fixture
+def champion_uri(tmp_path: Path, mlflow_store: str) -> str:
+    build_language_model(len(TOKENS), 4, 4).save(tmp_path / "model.keras")
+    Vocab(TOKENS, [0, 0, 5, 4, 3, 2, 1], lowercase=True).save(tmp_path / "vocab.json")
+    config = PipelineConfig()
+    tracking.configure_mlflow()
+    run_id = tracking.start_run(config, flow_run_id=None)
+    registration = register_model(
+        run_id,
+        TrainedModel(
+            path=tmp_path / "model.keras",
+            epochs_run=1,
+            best_epoch=1,
+            history={},
+            train_seconds=1.0,
+            tokens_per_s=1.0,
+            padding_fraction=0.0,
+        ),
+        TokenizedData(dir=tmp_path, digest="d", vocab_size=7, reviews={}, tokens={}, oov_rate={}),
+        Evaluation(metrics=METRICS, test_digest="t", champion=None),
+        config,
+    )
+    assert registration.promoted
+    return "models:/reviewgru@champion"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_mlflow_models_serve_answers_invocations(champion_uri: str, tmp_path: Path) -> None:
+    port = _free_port()
+    venv_bin = Path(sys.executable).parent  # as after `source .venv/bin/activate`
+    env = {**os.environ, "PATH": f"{venv_bin}{os.pathsep}{os.environ['PATH']}"}
+    server = subprocess.Popen(
+        ["mlflow", "models", "serve", "-m", champion_uri, "--env-manager", "local",
+         "-h", "127.0.0.1", "-p", str(port)],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    try:
+        body = json.dumps({"dataframe_records": [{"text": "The blender is", "top_k": 3}]})
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2):
+                    break
+            except OSError:
+                assert server.poll() is None, server.stderr.read() if server.stderr else ""
+                assert time.monotonic() < deadline, "server did not come up in 120 s"
+                time.sleep(1)
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/invocations",
+            data=body.encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:
+            predictions = json.loads(response.read())["predictions"]
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+    assert [row["rank"] for row in predictions] == [1, 2, 3]
+    assert [row["text"] for row in predictions] == ["The blender is"] * 3
+    probabilities = [row["p"] for row in predictions]
+    assert probabilities == sorted(probabilities, reverse=True)
+    assert {row["word"] for row in predictions} <= set(TOKENS[2:])
+
+
+def test_model_loads_with_only_what_it_ships(champion_uri: str, tmp_path: Path) -> None:
+    script = textwrap.dedent(f"""
+        import os, sys
+        sys.path = [p for p in sys.path if os.path.abspath(p or ".") != {str(REPO)!r}]
+        import mlflow, pandas as pd
+        model = mlflow.pyfunc.load_model({champion_uri!r})
+        import tasks
+        assert not tasks.__file__.startswith({str(REPO / "tasks")!r}), tasks.__file__
+        print(len(model.predict(pd.DataFrame({{"text": ["the blender"]}}))))
+    """)
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, env=os.environ, capture_output=True,
+        text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().splitlines()[-1] == "5"
+    assert MlflowClient().get_model_version("reviewgru", "1").tags["gate.decision"] == "promoted"
