@@ -9,7 +9,7 @@ import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import typer
 
@@ -256,6 +256,49 @@ def _model_missing_exits_2() -> Iterator[None]:
         )
     except ValueError as error:
         _fail(str(error))
+
+
+@app.command()
+def score(
+    data: Annotated[str, typer.Argument(help="Review file (CSV/TSV, .gz ok), path or URL.")],
+    out: Annotated[Path, typer.Argument(help="Output file: .parquet or .csv.")],
+    mode: Annotated[
+        str, typer.Option(help="perplexity: per review, highest first; next: next-word top-k.")
+    ] = "perplexity",
+    model: Annotated[str | None, typer.Option(help="Model URI (default @champion).")] = None,
+    model_name: Annotated[str, typer.Option(help="Registered model name.")] = "reviewgru",
+    top_k: Annotated[int, typer.Option(min=1, help="Candidates per review (mode next).")] = 5,
+    text_column: Annotated[
+        list[str] | None, typer.Option(help="Text column; repeat to join several.")
+    ] = None,
+    rating_column: Annotated[
+        str, typer.Option(help="Rating column to validate, or 'none' (default: none).")
+    ] = "none",
+    workdir: Annotated[Path | None, typer.Option(help="Where the validated snapshot goes.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
+) -> None:
+    """Score a review file with a registered model: per-review perplexity or next words."""
+    if mode not in ("perplexity", "next"):
+        _fail(f"--mode must be perplexity or next, not {mode!r}")
+    overrides: dict[str, Any] = {
+        "ingest.rating_column": None if rating_column.lower() == "none" else rating_column,
+        "ingest.text_columns": text_column or None,
+        "workdir": workdir,
+    }
+    with _bad_input_exits_2(), _model_missing_exits_2():
+        from tasks.config import PipelineConfig
+
+        config = PipelineConfig.load(None, {k: v for k, v in overrides.items() if v is not None})
+        uri = _model_uri(model, model_name)
+        with contextlib.redirect_stdout(sys.stderr):
+            from flows.score import score as score_flow
+            from tasks.score import Mode
+
+            summary = score_flow(data, out, uri, cast(Mode, mode), top_k, config)
+    if as_json:
+        typer.echo(summary.model_dump_json())
+    else:
+        typer.echo(f"{summary.rows_written} rows → {summary.out} ({summary.mode}, {uri})")
 
 
 @app.command()

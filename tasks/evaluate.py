@@ -21,9 +21,15 @@ from prefect import task
 from tasks import tracking
 from tasks.config import PipelineConfig
 from tasks.records import ChampionScore, Evaluation, TokenizedData, TrainedModel
-from tasks.register import champion_version, download_champion
+from tasks.register import champion_version, download_model_files
 from tasks.text import UNK_ID, Vocab, encode_texts
-from tasks.windows import Sequences, make_windows, pack_sequences, read_sequences
+from tasks.windows import (
+    Sequences,
+    make_windows,
+    pack_sequences,
+    read_sequences,
+    window_owners,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -48,19 +54,50 @@ def evaluate_ids(
         model: Maps ids (B, T) to logits (B, T, V); the ids must come from its own vocabulary.
         sequences: Reviews as (flat ids, offsets), or as a list of per-review id arrays.
         max_len: Window length; only the context the model sees depends on it.
-        batch_size: Windows scored at once. The logits of a batch take B × max_len × V floats:
-            at vocab 10000, max_len 40, 64 windows peak ≈ +0.4 GB and run faster than 256
-            (≈ +1.3 GB).
+        batch_size: Windows scored at once (see `score_targets`).
 
     Returns:
         test_loss (mean natural-log cross-entropy), test_perplexity (its exp), test_top1,
-        test_top5 (accuracy of the target among the 1 / 5 highest logits) and test_tokens.
+        test_top5 (accuracy of the target among the 1 / 5 highest logits), test_tokens; the same
+        as test_known_* over in-vocabulary targets only; test_oov_rate.
     """
     if isinstance(sequences, list):
         sequences = pack_sequences(sequences)
-    x, y = make_windows(sequences, max_len)
-    if len(x) == 0:
+    targets, _, nll, rank = score_targets(model, sequences, max_len, batch_size)
+    if len(targets) == 0:
         raise ValueError("no test targets: every review has fewer than 2 tokens")
+    metrics = _summarize(nll, rank, "test")
+    # The same without out-of-vocabulary targets: "[UNK]" is easy to predict and flatters a small
+    # vocabulary, so models with different vocabularies compare better on known words.
+    known = targets != UNK_ID
+    if known.any():
+        metrics |= _summarize(nll[known], rank[known], "test_known")
+    metrics["test_oov_rate"] = 1.0 - float(known.mean())
+    return metrics
+
+
+def review_perplexities(
+    model: keras.Model, sequences: Sequences, max_len: int, batch_size: int = 64
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per review: perplexity of its non-first tokens (nan when it has none), and their count."""
+    _, owner, nll, _ = score_targets(model, sequences, max_len, batch_size)
+    reviews = len(sequences[1]) - 1
+    tokens = np.bincount(owner, minlength=reviews)
+    total = np.bincount(owner, weights=nll, minlength=reviews)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.exp(total / tokens), tokens
+
+
+def score_targets(
+    model: keras.Model, sequences: Sequences, max_len: int, batch_size: int = 64
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Every non-first token of every review: its id, its review, its NLL and its logit rank.
+
+    The logits of a batch take B × max_len × V floats: at vocab 10000, max_len 40, 64 windows
+    peak ≈ +0.4 GB and run faster than 256 (≈ +1.3 GB).
+    """
+    x, y = make_windows(sequences, max_len)
+    owners = window_owners(sequences, max_len)
 
     # Reduce each batch's logits to two numbers per position inside the graph: no B×T×V softmax
     # is returned or kept. (XLA measured no faster and no smaller here.)
@@ -72,23 +109,16 @@ def evaluate_ids(
         rank = tf.reduce_sum(tf.cast(logits > target[..., None], tf.int32), axis=-1)
         return nll, rank
 
-    nlls, ranks = [], []
+    nlls, ranks = [np.zeros(0)], [np.zeros(0, dtype=np.int32)]
     for start in range(0, len(x), batch_size):
         yb = y[start : start + batch_size]
         nll, rank = score(tf.constant(x[start : start + batch_size]), tf.constant(yb))
         real = yb != 0
         nlls.append(nll.numpy()[real].astype(np.float64))
         ranks.append(rank.numpy()[real])
-    targets = y[y != 0]
-    nll_all, rank_all = np.concatenate(nlls), np.concatenate(ranks)
-    metrics = _summarize(nll_all, rank_all, "test")
-    # The same without out-of-vocabulary targets: "[UNK]" is easy to predict and flatters a small
-    # vocabulary, so models with different vocabularies compare better on known words.
-    known = targets != UNK_ID
-    if known.any():
-        metrics |= _summarize(nll_all[known], rank_all[known], "test_known")
-    metrics["test_oov_rate"] = 1.0 - float(known.mean())
-    return metrics
+    real = y != 0
+    target_owner = np.repeat(owners, np.count_nonzero(real, axis=1))
+    return y[real], target_owner, np.concatenate(nlls), np.concatenate(ranks)
 
 
 def _summarize(nll: np.ndarray, rank: np.ndarray, prefix: str) -> dict[str, float]:
@@ -182,7 +212,7 @@ def score_champion(model_name: str, test_path: Path, max_len: int) -> ChampionSc
     if version is None:
         return None
     with tempfile.TemporaryDirectory(prefix="reviewgru-champion-") as tmp:
-        keras_path, vocab_path = download_champion(model_name, version, Path(tmp))
+        keras_path, vocab_path = download_model_files(f"models:/{model_name}/{version}", Path(tmp))
         texts = pq.read_table(test_path, columns=["text"]).column("text").to_pylist()
         sequences = encode_texts(texts, Vocab.load(vocab_path))
         model = keras.models.load_model(keras_path, compile=False)

@@ -122,13 +122,9 @@ def champion_version(model_name: str) -> str | None:
         return None
 
 
-def download_champion(model_name: str, version: str, dst: Path) -> tuple[Path, Path]:
-    """The champion's Keras model and vocab.json, downloaded from its registered artifacts."""
-    local = Path(
-        mlflow.artifacts.download_artifacts(
-            artifact_uri=f"models:/{model_name}/{version}", dst_path=str(dst)
-        )
-    )
+def download_model_files(model_uri: str, dst: Path) -> tuple[Path, Path]:
+    """A registered model's Keras file and vocab.json, downloaded from its artifacts."""
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=str(dst)))
     return local / "artifacts" / "model.keras", local / "artifacts" / "vocab.json"
 
 

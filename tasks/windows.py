@@ -40,12 +40,19 @@ def pack_sequences(sequences: list[np.ndarray]) -> Sequences:
     return values, offsets
 
 
+def window_owners(sequences: Sequences, max_len: int) -> np.ndarray:
+    """The review index of each window `make_windows` cuts, in the same order."""
+    lengths = np.diff(sequences[1])
+    per_review = (np.maximum(lengths - 1, 0) + max_len - 1) // max_len
+    return np.repeat(np.arange(len(lengths)), per_review)
+
+
 def make_windows(sequences: Sequences, max_len: int) -> tuple[np.ndarray, np.ndarray]:
     """Inputs and targets (N, max_len) int32 from every review's windows, right-padded with 0."""
     values, offsets = sequences
     lengths = np.diff(offsets)
-    per_review = (np.maximum(lengths - 1, 0) + max_len - 1) // max_len
-    review = np.repeat(np.arange(len(lengths)), per_review)
+    review = window_owners(sequences, max_len)
+    per_review = np.bincount(review, minlength=len(lengths))
     rank = np.arange(len(review)) - np.repeat(np.cumsum(per_review) - per_review, per_review)
     starts = offsets[:-1][review] + rank * max_len
     positions = starts[:, None] + np.arange(max_len + 1)

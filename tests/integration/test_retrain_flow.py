@@ -1,10 +1,12 @@
 """The real flow, end to end: Prefect test server, temporary MLflow store, generated reviews."""
 
 import json
+import random
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
+import polars as pl
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -114,6 +116,18 @@ def test_retrain_registers_promotes_and_serves(tmp_path: Path, reviewgru: Cli) -
         ("2", ["challenger"], "rejected"),
         ("1", ["champion"], "promoted"),
     ]
+
+    # Batch scoring finds the odd review: the same words as a real one, shuffled.
+    frame = pl.read_csv(reviews, infer_schema=False).head(30)
+    words = frame["review_body"][0].split()
+    random.Random(0).shuffle(words)
+    odd = frame.head(1).with_columns(review_id=pl.lit("ODD"), review_body=pl.lit(" ".join(words)))
+    pl.concat([frame, odd]).write_csv(tmp_path / "to_score.csv")
+    scored = reviewgru("score", str(tmp_path / "to_score.csv"), str(tmp_path / "odd.parquet"))
+    assert scored.returncode == 0, scored.stderr[-3000:]
+    ranked = pl.read_parquet(tmp_path / "odd.parquet")
+    assert ranked.height == 31 and ranked["review_id"][0] == "ODD"
+    assert ranked["perplexity"].is_sorted(descending=True)
 
 
 def test_until_tokenize_stops_before_training(tmp_path: Path, reviewgru: Cli) -> None:

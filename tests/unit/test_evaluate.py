@@ -16,6 +16,7 @@ from tasks.evaluate import (
     bigram_perplexity,
     evaluate_ids,
     evaluate_language_model,
+    review_perplexities,
     unigram_perplexity,
 )
 from tasks.model import build_language_model
@@ -121,3 +122,23 @@ def test_language_model_metrics(tmp_path: Path) -> None:
     assert whole["test_oov_rate"] == pytest.approx(np.mean(targets == 1))
     assert whole["test_known_tokens"] == len(known_nll)
     assert whole["test_known_loss"] == pytest.approx(known_nll.mean(), rel=1e-5)
+
+
+def test_review_perplexities_match_a_per_review_reference() -> None:
+    rng = np.random.default_rng(2)
+    reviews = [rng.integers(1, 9, size=n) for n in (5, 1, 9, 3)]
+    keras.utils.set_random_seed(0)
+    model = build_language_model(9, embedding_dim=4, units=4)
+
+    perplexity, tokens = review_perplexities(model, pack_sequences(reviews), max_len=4)
+
+    assert tokens.tolist() == [4, 0, 8, 2]
+    assert math.isnan(perplexity[1])
+    for i in (0, 2, 3):
+        logits = np.asarray(model(reviews[i][None, :-1])[0], dtype=np.float64)
+        log_probs = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+        nll = -log_probs[np.arange(len(reviews[i]) - 1), reviews[i][1:]]
+        # max_len 4 cuts review 2 into two windows: the second sees less context
+        if i != 2:
+            assert perplexity[i] == pytest.approx(math.exp(nll.mean()), rel=1e-5)
+    assert np.isfinite(perplexity[2]) and perplexity[2] > 1

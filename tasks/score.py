@@ -1,0 +1,106 @@
+"""Batch scoring: validated reviews in, next-word predictions or per-review perplexity out.
+
+Perplexity per review finds the odd ones (spam, wrong language, garbled text): they are the reviews
+the model finds least predictable, so the output is sorted by perplexity, highest first.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Literal
+
+import keras
+import polars as pl
+from prefect import task
+
+from tasks.evaluate import review_perplexities
+from tasks.next_word_model import top_next_words
+from tasks.records import InputError, Snapshot
+from tasks.register import download_model_files
+from tasks.text import Vocab, encode_texts
+from tasks.windows import pack_sequences
+
+log = logging.getLogger(__name__)
+
+Mode = Literal["next", "perplexity"]
+BATCH_REVIEWS = 256
+
+
+def _load(model_uri: str, dst: Path) -> tuple[keras.Model, Vocab]:
+    keras_path, vocab_path = download_model_files(model_uri, dst)
+    return keras.models.load_model(keras_path, compile=False), Vocab.load(vocab_path)
+
+
+def next_word_table(
+    model: keras.Model, vocab: Vocab, reviews: pl.DataFrame, top_k: int
+) -> pl.DataFrame:
+    """review_id, rank, word, p: the `top_k` most probable words after each review."""
+    rows: list[tuple[str, int, str, float]] = []
+    for batch in reviews.iter_slices(BATCH_REVIEWS):
+        texts = batch["text"].to_list()
+        candidates = top_next_words(model, vocab, texts, [top_k] * len(texts))
+        for review_id, words in zip(batch["review_id"], candidates, strict=True):
+            rows.extend((review_id, rank, word, p) for rank, (word, p) in enumerate(words, 1))
+    schema = {"review_id": pl.String, "rank": pl.Int32, "word": pl.String, "p": pl.Float64}
+    return pl.DataFrame(rows, schema=schema, orient="row")
+
+
+def perplexity_table(
+    model: keras.Model, vocab: Vocab, reviews: pl.DataFrame, max_len: int
+) -> pl.DataFrame:
+    """review_id, tokens, perplexity, text; highest perplexity first (null for 1-token reviews)."""
+    sequences = pack_sequences(encode_texts(reviews["text"].to_list(), vocab))
+    perplexity, tokens = review_perplexities(model, sequences, max_len)
+    return (
+        reviews.select("review_id", "text")
+        .with_columns(
+            tokens=pl.Series(tokens, dtype=pl.Int64),
+            perplexity=pl.Series(perplexity, dtype=pl.Float64).fill_nan(None),
+        )
+        .sort("perplexity", descending=True, nulls_last=True)
+        .select("review_id", "tokens", "perplexity", "text")
+    )
+
+
+def write_table(table: pl.DataFrame, out: Path) -> None:
+    """Parquet or CSV by the file's extension, written atomically."""
+    suffix = out.suffix.lower()
+    if suffix not in {".parquet", ".csv"}:
+        raise InputError(f"{out}: output must end in .parquet or .csv")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=suffix)
+    os.close(fd)
+    try:
+        if suffix == ".parquet":
+            table.write_parquet(tmp)
+        else:
+            table.write_csv(tmp)
+        os.replace(tmp, out)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def score_snapshot(
+    snapshot: Path, model_uri: str, mode: Mode, out: Path, top_k: int = 5, max_len: int = 40
+) -> int:
+    """Score every review of a snapshot with a registered model; returns the rows written."""
+    reviews = pl.read_parquet(snapshot, columns=["review_id", "text"])
+    with tempfile.TemporaryDirectory(prefix="reviewgru-score-") as tmp:
+        model, vocab = _load(model_uri, Path(tmp))
+        if mode == "next":
+            table = next_word_table(model, vocab, reviews, top_k)
+        else:
+            table = perplexity_table(model, vocab, reviews, max_len)
+    write_table(table, out)
+    log.info("scored %d reviews (%s) → %s", reviews.height, mode, out)
+    return table.height
+
+
+@task(name="score")
+def score_task(
+    snapshot: Snapshot, model_uri: str, mode: Mode, out: Path, top_k: int, max_len: int
+) -> int:
+    return score_snapshot(snapshot.path, model_uri, mode, out, top_k, max_len)
