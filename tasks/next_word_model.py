@@ -57,11 +57,14 @@ def top_next_words(
     scores = probabilities.copy()
     scores[:, list(SPECIAL_IDS)] = -np.inf
     words = probabilities.shape[1] - len(SPECIAL_IDS)
-    ranked = np.argsort(-scores, axis=1, kind="stable")[:, :words]
-    return [
-        [(vocab.token(int(i)), float(probabilities[row, i])) for i in ranked[row, :k]]
-        for row, k in enumerate(top_k)
-    ]
+    results = []
+    for row, k in enumerate(top_k):
+        k = min(k, words)
+        # argpartition then sort the k best: O(V) instead of sorting the whole vocabulary
+        best = np.argpartition(-scores[row], k - 1)[:k]
+        best = best[np.argsort(-scores[row, best], kind="stable")]
+        results.append([(vocab.token(int(i)), float(probabilities[row, i])) for i in best])
+    return results
 
 
 class NextWordModel(PythonModel):
