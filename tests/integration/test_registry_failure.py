@@ -1,0 +1,110 @@
+"""A registration that dies half way (its MLflow server killed) leaves the aliases as they were."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from tasks.sample_data import write_sample_reviews
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Server:
+    def __init__(self, start: Callable[[], None], kill: Callable[[], None]) -> None:
+        self.start, self.kill = start, kill
+
+
+@pytest.fixture
+def mlflow_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Server]:
+    """A real `mlflow server` on 127.0.0.1 that the test can kill and restart."""
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    command = [
+        str(Path(sys.executable).with_name("mlflow")), "server", "--host", "127.0.0.1",
+        "--port", str(port), "--workers", "1",
+        "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+        "--artifacts-destination", str(tmp_path / "server-artifacts"),
+    ]  # fmt: skip
+    venv_bin = str(Path(sys.executable).parent)
+    env = {**os.environ, "PATH": f"{venv_bin}{os.pathsep}{os.environ['PATH']}"}
+    servers: list[subprocess.Popen[bytes]] = []
+
+    def start() -> None:
+        server = subprocess.Popen(command, env=env, start_new_session=True,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        servers.append(server)
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2):
+                    return
+            except OSError:
+                assert server.poll() is None, "mlflow server exited"
+                assert time.monotonic() < deadline, "mlflow server did not start in 120 s"
+                time.sleep(1)
+
+    def kill() -> None:
+        for server in servers:
+            if server.poll() is None:
+                os.killpg(server.pid, signal.SIGKILL)
+                server.wait(timeout=30)
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # fail fast once it is gone
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+    start()
+    yield Server(start, kill)
+    kill()
+
+
+def test_server_killed_during_register_moves_no_alias(
+    tmp_path: Path, mlflow_server: Server
+) -> None:
+    reviewgru = str(Path(sys.executable).with_name("reviewgru"))
+    reviews = write_sample_reviews(tmp_path / "reviews.csv", rows=300, seed=5)
+    common = ["run", "--data", str(reviews), "--workdir", str(tmp_path / "work"), "--epochs", "1",
+              "--learning-rate", "0.01"]  # fmt: skip
+    first = subprocess.run([reviewgru, *common, "--json"], capture_output=True, text=True,
+                           timeout=600, env=os.environ)  # fmt: skip
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert json.loads(first.stdout.splitlines()[-1])["promoted"] is True
+
+    # A second model that would become champion (forced), killed as its register stage starts.
+    second = subprocess.Popen(
+        [reviewgru, *common, "--seed", "7", "--force-promote"], stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL, text=True, env=os.environ,
+    )  # fmt: skip
+    assert second.stderr is not None
+    killed = False
+    for line in second.stderr:
+        if "Task run 'evaluate" in line and "Completed" in line:
+            mlflow_server.kill()
+            killed = True
+    assert second.wait(timeout=600) != 0
+    assert killed, "the run never reached its register stage"
+
+    mlflow_server.start()  # the same store, restarted
+    client = MlflowClient()
+    assert client.get_model_version_by_alias("reviewgru", "champion").version in ("1", 1)
+    assert client.get_model_version_by_alias("reviewgru", "challenger").version in ("1", 1)
+    for version in client.search_model_versions("name = 'reviewgru'"):
+        if str(version.version) != "1":
+            assert (
+                client.get_registered_model("reviewgru").aliases.get("champion") != version.version
+            )
