@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 UV := $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-unit lint format clean
+.PHONY: help install run test test-unit lint format bench clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -34,6 +34,9 @@ lint: install ## ruff lint + format check, mypy
 format: install ## Apply ruff fixes and formatting
 	$(BIN)/ruff check --fix flows tasks tests
 	$(BIN)/ruff format flows tasks tests
+
+bench: install ## Run every benchmark in benchmarks/ (ratios against a reference, same run)
+	@for script in benchmarks/*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
 
 clean: ## Remove the work directory and the embedded MLflow store (keeps .venv)
 	rm -rf work mlruns/mlflow.db mlruns/artifacts
