@@ -64,6 +64,11 @@ def evaluate_ids(
     if isinstance(sequences, list):
         sequences = pack_sequences(sequences)
     targets, _, nll, rank = score_targets(model, sequences, max_len, batch_size)
+    return summarize_targets(targets, nll, rank)
+
+
+def summarize_targets(targets: np.ndarray, nll: np.ndarray, rank: np.ndarray) -> dict[str, float]:
+    """The metrics of `evaluate_ids` from per-target ids, NLLs and logit ranks."""
     if len(targets) == 0:
         raise ValueError("no test targets: every review has fewer than 2 tokens")
     metrics = _summarize(nll, rank, "test")
@@ -202,36 +207,67 @@ def baselines(train_path: Path, test_path: Path, vocab_size: int) -> dict[str, f
     return result
 
 
-def score_champion(model_name: str, test_path: Path, max_len: int) -> ChampionScore | None:
-    """The champion's perplexity on this test split, tokenized with the champion's own vocabulary.
+def score_champion(
+    model_name: str,
+    test_path: Path,
+    max_len: int,
+    vocab: Vocab,
+    targets: np.ndarray,
+    nll: np.ndarray,
+) -> ChampionScore | None:
+    """The champion on this test split, tokenized with the champion's own vocabulary.
 
     Scoring its ids under our vocabulary would compare different events; re-encoding the same
-    test reviews with its vocabulary compares like with like.
+    test reviews with its vocabulary compares like with like. When the two vocabularies differ,
+    both models are also scored on the targets that both know (`targets`, `nll`: ours, per
+    target): a vocabulary with more "[UNK]" would otherwise look better than it is.
     """
     version = champion_version(model_name)
     if version is None:
         return None
     with tempfile.TemporaryDirectory(prefix="reviewgru-champion-") as tmp:
         keras_path, vocab_path = download_model_files(f"models:/{model_name}/{version}", Path(tmp))
+        champion_vocab = Vocab.load(vocab_path)
         texts = pq.read_table(test_path, columns=["text"]).column("text").to_pylist()
-        sequences = encode_texts(texts, Vocab.load(vocab_path))
+        sequences = pack_sequences(encode_texts(texts, champion_vocab))
         model = keras.models.load_model(keras_path, compile=False)
-        metrics = evaluate_ids(model, sequences, max_len)
-    logger.info("champion v%s: test perplexity %.2f", version, metrics["test_perplexity"])
-    return ChampionScore(version=version, perplexity=metrics["test_perplexity"])
+        theirs, _, their_nll, _ = score_targets(model, sequences, max_len)
+    score = ChampionScore(
+        version=version,
+        perplexity=math.exp(float(their_nll.mean())),
+        same_vocabulary=champion_vocab.tokens == vocab.tokens,
+    )
+    if not score.same_vocabulary and len(theirs) == len(targets):  # same tokens, other ids
+        both_know = (theirs != UNK_ID) & (targets != UNK_ID)
+        if both_know.any():
+            score = score.model_copy(
+                update={
+                    "shared_perplexity": math.exp(float(their_nll[both_know].mean())),
+                    "challenger_shared_perplexity": math.exp(float(nll[both_know].mean())),
+                }
+            )
+    logger.info("champion v%s on this test split: %s", version, score)
+    return score
 
 
 @task(name="evaluate")
 def evaluate_task(
     trained: TrainedModel, data: TokenizedData, config: PipelineConfig, run_id: str
 ) -> Evaluation:
-    test_path = data.split_path("test")
-    metrics = evaluate_language_model(trained.path, test_path, config.train.max_len)
+    test_path, max_len = data.split_path("test"), config.train.max_len
+    model = keras.models.load_model(trained.path)
+    targets, _, nll, rank = score_targets(model, read_sequences(test_path), max_len)
+    metrics = summarize_targets(targets, nll, rank)
     metrics |= baselines(data.split_path("train"), test_path, data.vocab_size)
-    champion = score_champion(config.registry.model_name, test_path, config.train.max_len)
+    champion = score_champion(
+        config.registry.model_name, test_path, max_len, Vocab.load(data.vocab_path), targets, nll
+    )
     logged = dict(metrics)
     if champion is not None:
         logged["champion_perplexity"] = champion.perplexity
+        if champion.shared_perplexity is not None:
+            logged["champion_shared_perplexity"] = champion.shared_perplexity
+            logged["challenger_shared_perplexity"] = champion.challenger_shared_perplexity or 0.0
     tracking.log_metrics(run_id, logged)
     return Evaluation(
         metrics=metrics, test_digest=tracking.file_digest(test_path), champion=champion

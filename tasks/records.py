@@ -68,6 +68,10 @@ class ChampionScore(_Record):
 
     version: str
     perplexity: float
+    same_vocabulary: bool = True
+    # When the vocabularies differ: both models on the test targets both vocabularies know.
+    shared_perplexity: float | None = None
+    challenger_shared_perplexity: float | None = None
 
 
 class Evaluation(_Record):

@@ -56,15 +56,18 @@ def decide_promotion(
             f"no champion yet; perplexity {perplexity:.2f} beats the unigram baseline "
             f"{unigram_perplexity:.2f}"
         )
-    needed = champion.perplexity * (1.0 - min_improvement)
-    if perplexity < needed:
+    ours, theirs, where = perplexity, champion.perplexity, "on the same test split"
+    if champion.shared_perplexity is not None and champion.challenger_shared_perplexity is not None:
+        ours, theirs = champion.challenger_shared_perplexity, champion.shared_perplexity
+        where = "on the same test split, words both vocabularies know"
+    needed = theirs * (1.0 - min_improvement)
+    if ours < needed:
         return True, (
-            f"perplexity {perplexity:.2f} beats champion v{champion.version} "
-            f"({champion.perplexity:.2f}) on the same test split"
+            f"perplexity {ours:.2f} beats champion v{champion.version} ({theirs:.2f}) {where}"
         )
     return False, (
-        f"perplexity {perplexity:.2f} does not beat champion v{champion.version} "
-        f"({champion.perplexity:.2f}, needed < {needed:.2f}) on the same test split"
+        f"perplexity {ours:.2f} does not beat champion v{champion.version} "
+        f"({theirs:.2f}, needed < {needed:.2f}) {where}"
     )
 
 

@@ -90,7 +90,10 @@ def test_retrain_registers_promotes_and_serves(tmp_path: Path, reviewgru: Cli) -
     assert all(0.0 <= p <= 1.0 for p in probabilities)
     assert not {"[PAD]", "[UNK]"} & {candidate["word"] for candidate in answer["next"]}
 
-    worse = _run(reviewgru, [*common, "--units", "2", "--learning-rate", "0.00001"])
+    # Worse, and with a smaller vocabulary: compared with the champion on words both know.
+    worse = _run(
+        reviewgru, [*common, "--units", "2", "--learning-rate", "0.00001", "--vocab-size", "150"]
+    )
 
     assert (worse["model_version"], worse["promoted"]) == ("2", False)
     assert worse["metrics"]["champion_perplexity"] == pytest.approx(
@@ -98,7 +101,13 @@ def test_retrain_registers_promotes_and_serves(tmp_path: Path, reviewgru: Cli) -
     )
     assert _alias("reviewgru", "champion") == "1"
     assert _alias("reviewgru", "challenger") == "2"
-    assert MlflowClient().get_model_version("reviewgru", "2").tags["gate.decision"] == "rejected"
+    rejected = MlflowClient().get_model_version("reviewgru", "2").tags
+    assert rejected["gate.decision"] == "rejected"
+    run_metrics = MlflowClient().get_run(worse["mlflow_run_id"]).data.metrics
+    assert run_metrics["champion_perplexity"] == pytest.approx(metrics["test_perplexity"], rel=1e-3)
+    assert (
+        1 < run_metrics["champion_shared_perplexity"] < run_metrics["challenger_shared_perplexity"]
+    )
 
     again = _run(reviewgru, [*common, "--learning-rate", "0.01"])
 

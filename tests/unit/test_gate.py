@@ -37,3 +37,18 @@ def test_force_and_never_override_the_gate() -> None:
     )
     promote, reason = decide_promotion(5.0, 90.0, champion, promotion="never")
     assert not promote and "--no-promote" in reason
+
+
+def test_a_different_vocabulary_is_compared_on_words_both_know() -> None:
+    # Raw perplexities say the challenger lost (its larger vocabulary has fewer easy [UNK]s) ...
+    champion = ChampionScore(
+        version="2",
+        perplexity=30.0,
+        same_vocabulary=False,
+        shared_perplexity=50.0,
+        challenger_shared_perplexity=45.0,
+    )
+    # ... on the words both vocabularies know, it wins.
+    promote, reason = decide_promotion(35.0, 90.0, champion)
+    assert promote
+    assert "45.00 beats champion v2 (50.00)" in reason and "both vocabularies know" in reason
