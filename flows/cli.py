@@ -302,6 +302,38 @@ def score(
 
 
 @app.command()
+def deploy(
+    cron: Annotated[str, typer.Option(help="When to retrain, cron syntax.")] = "0 3 * * *",
+    timezone: Annotated[str, typer.Option(help="IANA time zone of the cron.")] = "UTC",
+    name: Annotated[str, typer.Option(help="Deployment name.")] = "nightly",
+    data: Annotated[str | None, typer.Option(help="Review file or URL to retrain on.")] = None,
+    config: Annotated[
+        Path | None, typer.Option(help="TOML config; --data overrides it.", exists=True)
+    ] = None,
+) -> None:
+    """Serve the retrain flow on a schedule (one run at a time) until stopped."""
+    from prefect.settings import PREFECT_API_URL
+
+    if not PREFECT_API_URL.value():
+        _fail(
+            "deploy needs a Prefect server: run `prefect server start`, then "
+            "`export PREFECT_API_URL=http://127.0.0.1:4200/api`"
+        )
+    with _bad_input_exits_2():
+        from tasks.config import PipelineConfig
+
+        overrides = {"ingest.data": data} if data else {}
+        pipeline_config = PipelineConfig.load(config, overrides)
+        from flows.deploy import cron_schedule, serve_retrain
+
+        try:
+            schedule = cron_schedule(cron, timezone)
+        except ValueError as error:
+            _fail(f"--cron {cron!r} / --timezone {timezone!r}: {error}")
+        serve_retrain(pipeline_config, schedule, name)
+
+
+@app.command()
 def compare(
     model_name: Annotated[str, typer.Option(help="Registered model name.")] = "reviewgru",
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,

@@ -9,10 +9,14 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
-from prefect import flow
+from prefect import Flow, flow
 from prefect.artifacts import create_markdown_artifact
+from prefect.client.schemas.objects import FlowRun
+from prefect.logging.loggers import flow_run_logger
 from prefect.runtime import flow_run
+from prefect.states import State
 from pydantic import BaseModel
 
 from tasks import tracking
@@ -49,7 +53,23 @@ def _timed(timings: dict[str, float | None], stage: str) -> Iterator[None]:
     timings[stage] = round(time.perf_counter() - started, 3)
 
 
-@flow(name="retrain", flow_run_name="retrain-{config.registry.model_name}")
+def _log_failure(flow: Flow[..., Any], flow_run: FlowRun, state: State) -> None:
+    """on_failure hook: one clear summary line in the run's log (wire alerts to it, see README)."""
+    parameters = flow_run.parameters.get("config") or {}
+    model = (parameters.get("registry") or {}).get("model_name", "reviewgru")
+    flow_run_logger(flow_run, flow).error(
+        "retrain of %s failed: %s — nothing was registered and the aliases are unchanged unless "
+        "the log above says otherwise",
+        model,
+        state.message,
+    )
+
+
+@flow(
+    name="retrain",
+    flow_run_name="retrain-{config.registry.model_name}",
+    on_failure=[_log_failure],
+)
 def retrain(config: PipelineConfig | None = None) -> RunSummary:
     """Retrain the GRU language model on the configured reviews and register it in MLflow."""
     config = config or PipelineConfig()

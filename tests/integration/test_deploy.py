@@ -1,0 +1,67 @@
+"""`reviewgru deploy` against a real Prefect server: the deployment, its schedule, one real run."""
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+from prefect.deployments import run_deployment
+from prefect.exceptions import ObjectNotFound
+
+from tasks.sample_data import write_sample_reviews
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def test_deploy_serves_the_schedule_and_runs_the_five_stages(
+    tmp_path: Path, mlflow_store: str
+) -> None:
+    reviews = write_sample_reviews(tmp_path / "reviews.csv", rows=200, seed=6)
+    config = tmp_path / "nightly.toml"
+    config.write_text(
+        f'workdir = "{tmp_path / "work"}"\n[ingest]\ndata = "{reviews}"\n'
+        "[train]\nepochs = 1\nlearning_rate = 0.01\n"
+    )
+    served = subprocess.Popen(
+        [str(Path(sys.executable).with_name("reviewgru")), "deploy", "--cron", "0 3 * * *",
+         "--timezone", "Europe/Madrid", "--name", "nightly-test", "--config", str(config)],
+        cwd=tmp_path, env=os.environ, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        text=True, start_new_session=True,
+    )  # fmt: skip
+    try:
+        with get_client(sync_client=True) as client:
+            deadline = time.monotonic() + 120
+            while True:
+                try:
+                    deployment = client.read_deployment_by_name("retrain/nightly-test")
+                    break
+                except ObjectNotFound:
+                    assert served.poll() is None, served.stderr.read() if served.stderr else ""
+                    assert time.monotonic() < deadline, "no deployment after 120 s"
+                    time.sleep(1)
+
+            schedule = deployment.schedules[0].schedule
+            assert (schedule.cron, schedule.timezone) == ("0 3 * * *", "Europe/Madrid")
+            assert deployment.schedules[0].active
+            assert deployment.global_concurrency_limit is not None
+            assert deployment.global_concurrency_limit.limit == 1
+            assert deployment.parameters["config"]["train"]["epochs"] == 1
+            assert deployment.parameters["config"]["ingest"]["data"] == str(reviews)
+            assert "config" in deployment.parameter_openapi_schema["properties"]
+
+            flow_run = run_deployment(deployment.id, timeout=600, poll_interval=2, as_subflow=False)
+            assert flow_run.state is not None and flow_run.state.is_completed(), flow_run.state
+            task_runs = client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run.id]))
+            )
+            assert {run.name.rsplit("-", 1)[0] for run in task_runs} == {
+                "ingest", "tokenize", "train", "evaluate", "register",
+            }  # fmt: skip
+            assert all(run.state is not None and run.state.is_completed() for run in task_runs)
+    finally:
+        os.killpg(served.pid, 15)
+        served.wait(timeout=60)
