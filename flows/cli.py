@@ -151,7 +151,7 @@ def run(
         from tasks.config import PipelineConfig
 
         pipeline_config = PipelineConfig.load(config, overrides)
-        with contextlib.redirect_stdout(sys.stderr):
+        with contextlib.redirect_stdout(sys.stderr), _one_run_per_embedded_store():
             from flows.retrain import retrain
 
             summary = retrain(pipeline_config)
@@ -159,6 +159,16 @@ def run(
         typer.echo(json.dumps(summary.model_dump(exclude={"gate_reason"})))
     else:
         typer.echo(_human_summary(summary.model_dump()))
+
+
+def _one_run_per_embedded_store() -> contextlib.AbstractContextManager[None]:
+    from prefect.settings import PREFECT_API_URL, PREFECT_HOME
+
+    from flows.store_lock import embedded_store_locks, exclusive
+    from tasks.tracking import configure_mlflow
+
+    locks = embedded_store_locks(configure_mlflow(), PREFECT_API_URL.value(), PREFECT_HOME.value())
+    return exclusive(locks)
 
 
 def _human_summary(summary: dict[str, Any]) -> str:
