@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 UV := $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-unit lint format bench clean
+.PHONY: help install run test test-unit lint format bench team-up team-down clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -37,6 +37,12 @@ format: install ## Apply ruff fixes and formatting
 
 bench: install ## Run every benchmark in benchmarks/ (ratios against a reference, same run)
 	@for script in benchmarks/*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
+
+team-up: install ## Start MLflow + Prefect servers on the local PostgreSQL (see README, team mode)
+	docker/local-team.sh up
+
+team-down: ## Stop the servers team-up started
+	docker/local-team.sh down
 
 clean: ## Remove the work directory and the embedded MLflow store (keeps .venv)
 	rm -rf work mlruns/mlflow.db mlruns/artifacts

@@ -1,0 +1,104 @@
+"""Team mode for real: MLflow and Prefect servers on PostgreSQL, started by `docker/local-team.sh`.
+
+The test makes its own databases on the local PostgreSQL (127.0.0.1:5432, trust auth), runs the
+flow through both servers, checks the result in each, and drops the databases. Its connection
+URL carries a password, which must never reach MLflow params/tags, Prefect parameters or logs.
+"""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+from prefect.settings import PREFECT_API_URL, temporary_settings
+
+from tasks.sample_data import write_sample_reviews
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parents[2]
+SECRET = "team-db-S3cret"
+PG = f"postgresql://postgres:{SECRET}@127.0.0.1:5432"
+
+
+def _psql(sql: str) -> None:
+    subprocess.run(["psql", f"{PG}/postgres", "-qc", sql], check=True, capture_output=True)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def team_servers(tmp_path: Path) -> Iterator[dict[str, str]]:
+    suffix = uuid.uuid4().hex[:8]
+    mlflow_port, prefect_port = _free_port(), _free_port()
+    env = {
+        **os.environ,
+        "PG_URL": PG,
+        "MLFLOW_DB": f"rg_test_mlflow_{suffix}",
+        "PREFECT_DB": f"rg_test_prefect_{suffix}",
+        "MLFLOW_PORT": str(mlflow_port),
+        "PREFECT_PORT": str(prefect_port),
+        "TEAM_DIR": str(tmp_path / "team"),
+        "VENV_BIN": str(Path(sys.executable).parent),
+    }
+    env.pop("PREFECT_API_URL", None)
+    script = str(REPO / "docker" / "local-team.sh")
+    try:
+        up = subprocess.run([script, "up"], env=env, capture_output=True, text=True, timeout=300)
+        assert up.returncode == 0, up.stdout + up.stderr
+        yield {
+            "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{mlflow_port}",
+            "PREFECT_API_URL": f"http://127.0.0.1:{prefect_port}/api",
+        }
+    finally:
+        subprocess.run([script, "down"], env=env, capture_output=True, timeout=120)
+        for database in (env["MLFLOW_DB"], env["PREFECT_DB"]):
+            _psql(f'drop database if exists "{database}" with (force)')
+
+
+def test_flow_runs_through_postgres_backed_servers_and_leaks_no_secret(
+    tmp_path: Path, team_servers: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for key, value in team_servers.items():
+        monkeypatch.setenv(key, value)
+    reviews = write_sample_reviews(tmp_path / "reviews.csv", rows=200, seed=9)
+    result = subprocess.run(
+        [str(Path(sys.executable).with_name("reviewgru")), "run", "--data", str(reviews),
+         "--workdir", str(tmp_path / "work"), "--epochs", "1", "--learning-rate", "0.01", "--json"],
+        env=os.environ, capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+
+    # This process' Prefect settings point at the session's test server; ask the team server.
+    api_url = team_servers["PREFECT_API_URL"]
+    with temporary_settings({PREFECT_API_URL: api_url}), get_client(sync_client=True) as prefect:
+        flow_run = prefect.read_flow_run(summary["flow_run_id"])
+        assert flow_run.state is not None and flow_run.state.is_completed()
+        logs = prefect.read_logs(
+            LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run.id]))
+        )  # fmt: skip
+    mlflow = MlflowClient()
+    champion = mlflow.get_model_version_by_alias("reviewgru", "champion")
+    assert str(champion.version) == summary["model_version"] == "1"
+    run = mlflow.get_run(summary["mlflow_run_id"])
+    assert run.data.params["train.epochs"] == "1"
+    assert logs, "the flow's logs reached the Prefect server"
+
+    stored = json.dumps(
+        [run.data.params, run.data.tags, champion.tags, flow_run.parameters,
+         [log.message for log in logs], result.stdout, result.stderr],
+    )  # fmt: skip
+    assert SECRET not in stored
