@@ -65,3 +65,26 @@ def test_deploy_serves_the_schedule_and_runs_the_five_stages(
     finally:
         os.killpg(served.pid, 15)
         served.wait(timeout=60)
+
+
+def test_prefect_yaml_deploys_to_a_process_work_pool(tmp_path: Path) -> None:
+    repo = Path(__file__).resolve().parents[2]
+    prefect = str(Path(sys.executable).with_name("prefect"))
+    env = {**os.environ, "REVIEWS_URI": "s3://reviews/2026/*.tsv.gz", "REVIEWGRU_HOME": str(repo)}
+    for command in (
+        [prefect, "work-pool", "create", "reviewgru-process", "--type", "process"],
+        [prefect, "--no-prompt", "deploy", "--prefect-file", "docker/prefect.yaml",
+         "--name", "nightly-process"],
+    ):  # fmt: skip
+        result = subprocess.run(
+            command, cwd=repo, env=env, capture_output=True, text=True, timeout=300
+        )
+        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+
+    with get_client(sync_client=True) as client:
+        deployment = client.read_deployment_by_name("retrain/nightly-process")
+    assert deployment.work_pool_name == "reviewgru-process"
+    assert deployment.schedules[0].schedule.cron == "0 3 * * *"
+    assert deployment.global_concurrency_limit is not None
+    assert deployment.global_concurrency_limit.limit == 1
+    assert deployment.parameters["config"]["ingest"]["data"] == "s3://reviews/2026/*.tsv.gz"
