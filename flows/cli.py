@@ -15,6 +15,7 @@ import typer
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no phoning home
+os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "tasks")  # stage logs in the run's log
 
 app = typer.Typer(
     help="Retrain, register and use a GRU next-word model of product reviews.",

@@ -6,13 +6,18 @@ stage module. The flow only chains them, times them, opens the MLflow run and re
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from prefect import Flow, flow
-from prefect.artifacts import create_markdown_artifact
+from prefect.artifacts import (
+    create_link_artifact,
+    create_markdown_artifact,
+    create_table_artifact,
+)
 from prefect.client.schemas.objects import FlowRun
 from prefect.logging.loggers import flow_run_logger
 from prefect.runtime import flow_run
@@ -27,6 +32,10 @@ from tasks.register import champion_version, find_registered, register_task
 from tasks.sample_data import demo_dataset
 from tasks.tokenization import tokenize_task
 from tasks.train import train_task
+
+# The stages log through `logging.getLogger(__name__)` (so they run without Prefect); with
+# PREFECT_LOGGING_EXTRA_LOGGERS=tasks their INFO lines also land in the flow run's log.
+logging.getLogger("tasks").setLevel(logging.INFO)
 
 
 class RunSummary(BaseModel):
@@ -80,9 +89,7 @@ def retrain(config: PipelineConfig | None = None) -> RunSummary:
         _run_stages(config, summary, timings)
     finally:
         timings["total"] = round(time.perf_counter() - started, 3)
-    create_markdown_artifact(
-        key="reviewgru-run-summary", markdown=_markdown(summary), description="Retrain summary"
-    )
+    _report(summary)
     return summary
 
 
@@ -169,6 +176,23 @@ _METRIC_KEYS = (
     "unigram_perplexity",
     "bigram_perplexity",
 )
+
+
+def _report(summary: RunSummary) -> None:
+    """Stable-key artifacts: the UI shows each run's and their history side by side."""
+    create_markdown_artifact(
+        key="reviewgru-run-summary", markdown=_markdown(summary), description="Retrain summary"
+    )
+    if summary.metrics:
+        create_table_artifact(
+            key="reviewgru-metrics",
+            table=[{"metric": key, "value": value} for key, value in summary.metrics.items()],
+            description="Test metrics beside the baselines and the champion on the same split",
+        )
+    if summary.mlflow_run_id:
+        link = tracking.run_link(summary.mlflow_run_id)
+        if link.startswith("http"):
+            create_link_artifact(key="reviewgru-mlflow-run", link=link, link_text="MLflow run")
 
 
 def _markdown(summary: RunSummary) -> str:

@@ -17,7 +17,12 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+from prefect.client.schemas.filters import (
+    FlowRunFilter,
+    FlowRunFilterId,
+    LogFilter,
+    LogFilterFlowRunId,
+)
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from tasks.sample_data import write_sample_reviews
@@ -90,6 +95,14 @@ def test_flow_runs_through_postgres_backed_servers_and_leaks_no_secret(
         logs = prefect.read_logs(
             LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run.id]))
         )  # fmt: skip
+        artifacts = prefect.read_artifacts(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run.id]))
+        )
+    assert {"reviewgru-run-summary", "reviewgru-metrics", "reviewgru-gate",
+            "reviewgru-mlflow-run"} <= {artifact.key for artifact in artifacts}  # fmt: skip
+    link = next(a for a in artifacts if a.key == "reviewgru-mlflow-run").data
+    assert summary["mlflow_run_id"] in str(link)
+    assert any("registered reviewgru v1" in log.message for log in logs)  # a stage's own log
     mlflow = MlflowClient()
     champion = mlflow.get_model_version_by_alias("reviewgru", "champion")
     assert str(champion.version) == summary["model_version"] == "1"
