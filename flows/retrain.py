@@ -28,6 +28,7 @@ from tasks import tracking
 from tasks.config import STAGES, PipelineConfig
 from tasks.evaluate import evaluate_task
 from tasks.ingest import ingest_task
+from tasks.records import SPLITS, Snapshot, TokenizedData
 from tasks.register import champion_version, find_registered, register_task
 from tasks.sample_data import demo_dataset
 from tasks.tokenization import tokenize_task
@@ -111,6 +112,11 @@ def _run_stages(
     with _timed(timings, "tokenize"):
         data = tokenize_task(snapshot, config.tokenizer, workdir / "tokenized" / snapshot.digest)
     summary.tokens = dict(data.tokens)
+    create_table_artifact(
+        key="reviewgru-data-report",
+        table=data_report(snapshot, data),
+        description=f"Snapshot {snapshot.digest}, tokenized data {data.digest[:16]}",
+    )
     if not config.runs_stage("train"):
         return
 
@@ -176,6 +182,28 @@ _METRIC_KEYS = (
     "unigram_perplexity",
     "bigram_perplexity",
 )
+
+
+def data_report(snapshot: Snapshot, data: TokenizedData) -> list[dict[str, object]]:
+    """Rows by outcome and quarantine reason, then reviews, tokens and OOV rate per split."""
+    rows: list[dict[str, object]] = [
+        {"what": "rows read", "value": snapshot.rows_read},
+        {"what": "rows ok", "value": snapshot.rows_ok},
+        {"what": "rows duplicate (dropped)", "value": snapshot.rows_duplicates},
+        {"what": "rows quarantined", "value": snapshot.rows_quarantined},
+    ]
+    rows += [
+        {"what": f"  quarantined: {reason}", "value": count}
+        for reason, count in sorted(snapshot.quarantine_reasons.items())
+    ]
+    rows.append({"what": "vocabulary size", "value": data.vocab_size})
+    for split in SPLITS:
+        rows += [
+            {"what": f"{split}: reviews", "value": data.reviews.get(split, 0)},
+            {"what": f"{split}: tokens", "value": data.tokens.get(split, 0)},
+            {"what": f"{split}: OOV rate", "value": round(data.oov_rate.get(split, 0.0), 4)},
+        ]
+    return rows
 
 
 def _report(summary: RunSummary) -> None:

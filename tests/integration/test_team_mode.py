@@ -99,8 +99,10 @@ def test_flow_runs_through_postgres_backed_servers_and_leaks_no_secret(
         artifacts = prefect.read_artifacts(
             flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run.id]))
         )
-    assert {"reviewgru-run-summary", "reviewgru-metrics", "reviewgru-gate",
-            "reviewgru-mlflow-run"} <= {artifact.key for artifact in artifacts}  # fmt: skip
+    assert {"reviewgru-data-report", "reviewgru-run-summary", "reviewgru-metrics",
+            "reviewgru-gate", "reviewgru-mlflow-run"} <= {a.key for a in artifacts}  # fmt: skip
+    report = json.loads(next(a for a in artifacts if a.key == "reviewgru-data-report").data)
+    assert {"what": "rows read", "value": 200} in report
     link = next(a for a in artifacts if a.key == "reviewgru-mlflow-run").data
     assert summary["mlflow_run_id"] in str(link)
     messages = [log.message for log in logs]
