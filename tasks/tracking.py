@@ -35,8 +35,7 @@ def configure_mlflow() -> str:
     uri = os.environ.get("MLFLOW_TRACKING_URI") or EMBEDDED_TRACKING_URI
     if uri == EMBEDDED_TRACKING_URI:
         EMBEDDED_STORE_DIR.mkdir(exist_ok=True)
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(os.environ.get("MLFLOW_REGISTRY_URI") or uri)
+    mlflow.set_tracking_uri(uri)  # the registry follows it unless MLFLOW_REGISTRY_URI says else
     return uri
 
 

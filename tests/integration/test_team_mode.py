@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 from prefect.client.orchestration import get_client
@@ -78,6 +79,7 @@ def test_flow_runs_through_postgres_backed_servers_and_leaks_no_secret(
 ) -> None:
     for key, value in team_servers.items():
         monkeypatch.setenv(key, value)
+    mlflow.set_tracking_uri(team_servers["MLFLOW_TRACKING_URI"])  # in-process client too
     reviews = write_sample_reviews(tmp_path / "reviews.csv", rows=200, seed=9)
     result = subprocess.run(
         [str(Path(sys.executable).with_name("reviewgru")), "run", "--data", str(reviews),
@@ -107,10 +109,10 @@ def test_flow_runs_through_postgres_backed_servers_and_leaks_no_secret(
     assert summary["mlflow_run_id"] in str(link)
     messages = [log.message for log in logs]
     assert any(m.startswith("trained 1 epochs") for m in messages), (len(messages), messages[-20:])
-    mlflow = MlflowClient()
-    champion = mlflow.get_model_version_by_alias("reviewgru", "champion")
+    registry = MlflowClient()
+    champion = registry.get_model_version_by_alias("reviewgru", "champion")
     assert str(champion.version) == summary["model_version"] == "1"
-    run = mlflow.get_run(summary["mlflow_run_id"])
+    run = registry.get_run(summary["mlflow_run_id"])
     assert run.data.params["train.epochs"] == "1"
     assert logs, "the flow's logs reached the Prefect server"
 
