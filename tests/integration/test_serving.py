@@ -6,11 +6,9 @@ not depend on how well it was trained, and training one here would only cost tim
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import textwrap
-import time
 import urllib.request
 from pathlib import Path
 
@@ -23,6 +21,7 @@ from tasks.model import build_language_model
 from tasks.records import Evaluation, TokenizedData, TrainedModel
 from tasks.register import register_model
 from tasks.text import Vocab
+from tests.integration.servers import free_port, wait_for_http
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -64,14 +63,8 @@ def champion_uri(tmp_path: Path, mlflow_store: str) -> str:
     return "models:/reviewgru@champion"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_mlflow_models_serve_answers_invocations(champion_uri: str, tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     venv_bin = Path(sys.executable).parent  # as after `source .venv/bin/activate`
     env = {**os.environ, "PATH": f"{venv_bin}{os.pathsep}{os.environ['PATH']}"}
     server = subprocess.Popen(
@@ -85,15 +78,7 @@ def test_mlflow_models_serve_answers_invocations(champion_uri: str, tmp_path: Pa
     )  # fmt: skip
     try:
         body = json.dumps({"dataframe_records": [{"text": "The blender is", "top_k": 3}]})
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2):
-                    break
-            except OSError:
-                assert server.poll() is None, server.stderr.read() if server.stderr else ""
-                assert time.monotonic() < deadline, "server did not come up in 120 s"
-                time.sleep(1)
+        wait_for_http(f"http://127.0.0.1:{port}/ping", server)
         request = urllib.request.Request(
             f"http://127.0.0.1:{port}/invocations",
             data=body.encode(),

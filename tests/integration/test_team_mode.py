@@ -7,7 +7,6 @@ URL carries a password, which must never reach MLflow params/tags, Prefect param
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import uuid
@@ -27,6 +26,7 @@ from prefect.client.schemas.filters import (
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from tasks.sample_data import write_sample_reviews
+from tests.integration.servers import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -39,16 +39,10 @@ def _psql(sql: str) -> None:
     subprocess.run(["psql", f"{PG}/postgres", "-qc", sql], check=True, capture_output=True)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture
 def team_servers(tmp_path: Path) -> Iterator[dict[str, str]]:
     suffix = uuid.uuid4().hex[:8]
-    mlflow_port, prefect_port = _free_port(), _free_port()
+    mlflow_port, prefect_port = free_port(), free_port()
     env = {
         **os.environ,
         "PG_URL": PG,
