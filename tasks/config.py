@@ -27,6 +27,9 @@ class IngestConfig(_Section):
     data: str | None = Field(
         default=None, description="Review file path or http(s) URL; None means the demo dataset."
     )
+    format: Literal["auto", "csv", "tsv", "parquet", "jsonl"] = Field(
+        default="auto", description="Input format; auto: from the extension, else sniffed."
+    )
     text_columns: list[str] = Field(
         default=["review_title", "review_body"],
         description="Columns joined (title, then body) into the review text.",
@@ -55,6 +58,9 @@ class IngestConfig(_Section):
 class TokenizerConfig(_Section):
     vocab_size: int = Field(default=10_000, ge=3, description="Ids incl. 0=padding and 1=OOV.")
     lowercase: bool = True
+    min_count: int = Field(default=1, ge=1, description="Rarer train tokens become [UNK].")
+    url_placeholder: bool = Field(default=False, description="URLs become the token [URL].")
+    number_placeholder: bool = Field(default=False, description="Numbers become [NUM].")
     val_fraction: float = Field(default=0.1, ge=0.0, lt=0.5)
     test_fraction: float = Field(default=0.1, gt=0.0, lt=0.5)
 

@@ -1,13 +1,16 @@
-"""Review file (CSV/TSV, maybe gzipped, local or http) → validated snapshot Parquet + quarantine.
+"""Review files (CSV, TSV, Parquet, JSON Lines; .gz; file, directory or glob; local or fsspec URL)
+→ validated snapshot Parquet + quarantine Parquet.
 
-Every data row ends up in exactly one place: the snapshot, the quarantine (with a reason) or the
-duplicate count, so ``rows_read == rows_ok + rows_quarantined + rows_duplicates``.
+Every data row ends up in exactly one place: the snapshot, the quarantine (with a reason and its
+original content) or the duplicate count, so ``rows_read == rows_ok + rows_quarantined +
+rows_duplicates``. Files are read in batches (`tasks/sources.py`) and written batch by batch, so
+memory does not grow with the input; only the set of review ids seen (for de-duplication) does.
 
-Field counts: polars pads a short row with empty strings, so in its output a short row looks like
-one with empty trailing fields. The decoded text is therefore also split into records with
-vectorized string expressions (lines joined while a quote is open) and the separators outside
-quotes are counted. When that record count disagrees with the parser's row count (malformed
-quoting), only rows with too many fields are detected, and a warning says so.
+Field counts: polars pads a short CSV row with empty strings, so in its output a short row looks
+like one with empty trailing fields. `sources.py` therefore also splits each chunk into records
+with vectorized string expressions (lines joined while a quote is open) and counts the separators
+outside quotes. When that record count disagrees with the parser's row count (malformed quoting),
+only rows with too many fields are detected, and a warning says so.
 """
 
 from __future__ import annotations
@@ -16,16 +19,19 @@ import hashlib
 import logging
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlparse
+from typing import Any
 
-import fsspec
 import polars as pl
+import pyarrow.parquet as pq
 from prefect import task
+from prefect.context import TaskRunContext
 from prefect.states import State
 
 from tasks.config import IngestConfig
 from tasks.records import InputError, Snapshot
+from tasks.sources import CHUNK_BYTES, EXTRA, input_digest, list_files, open_batches
 from tasks.text import HTML_TAG
 
 log = logging.getLogger(__name__)
@@ -33,106 +39,89 @@ log = logging.getLogger(__name__)
 SNAPSHOT_SCHEMA = pl.Schema(
     {"review_id": pl.String, "text": pl.String, "rating": pl.Int8, "language": pl.String}
 )
-QUARANTINE_SCHEMA = pl.Schema({"row": pl.Int64, "reason": pl.String, "raw": pl.String})
-_EXTRA = "_extra"  # the first surplus field of a row with too many fields ("" when none)
+QUARANTINE_SCHEMA = pl.Schema(
+    {"file": pl.String, "row": pl.Int64, "reason": pl.String, "raw": pl.String}
+)
+SNAPSHOT_ROW_GROUP = 100_000
 
 
-def _read_text(source: str) -> tuple[str, bool]:
-    """The file as text, and whether invalid UTF-8 was replaced by U+FFFD (rows quarantined)."""
-    try:
-        with fsspec.open(source, "rb", compression="infer") as fh:
-            data: bytes = fh.read()
-    except FileNotFoundError:
-        raise InputError(f"{source}: no such file") from None
-    try:
-        return data.decode("utf-8-sig"), False
-    except UnicodeDecodeError as err:
-        log.warning(
-            "%s: not UTF-8 (first bad byte at %d); those rows quarantined", source, err.start
-        )
-        return data.decode("utf-8-sig", errors="replace"), True
+@dataclass(frozen=True)
+class Preset:
+    """A known dump layout, recognised by its header."""
+
+    name: str
+    text_columns: tuple[str, ...]
+    rating_column: str
 
 
-def _field_counts(text: str, separator: str, quoted: bool) -> pl.Series:
-    """Fields per record, header first; 0 for a blank line. No CSV parser involved."""
-    lines = pl.Series("line", text.split("\n"), dtype=pl.String)
-    if lines.len() and lines[-1] == "":
-        lines = lines.head(-1)
-    frame = lines.str.strip_suffix("\r").to_frame()
-    if quoted:
-        # A record ends on a line after which an even number of quotes has been seen.
-        ends = (pl.col("line").str.count_matches('"', literal=True).cum_sum() % 2) == 0
-        frame = (
-            frame.group_by(
-                ends.shift(1, fill_value=True).cum_sum().alias("record"), maintain_order=True
+# Only here: the layouts picked by header when the configured (default) columns are not there.
+PRESETS = (
+    Preset("amazon-customer-reviews", ("review_headline", "review_body"), "star_rating"),
+    Preset("amazon-multilingual", ("review_title", "review_body"), "stars"),
+)
+_DEFAULTS = IngestConfig()
+
+
+@dataclass(frozen=True)
+class Columns:
+    text: tuple[str, ...]
+    rating: str | None
+    id: str | None
+    language: str | None
+
+
+def resolve_columns(file: str, found: list[str], cfg: IngestConfig) -> Columns:
+    """The configured columns, else (when the config keeps the defaults) a preset matching the
+    header; else refuse, naming the columns found and expected."""
+    candidates = [(tuple(cfg.text_columns), cfg.rating_column)]
+    defaults = cfg.text_columns == _DEFAULTS.text_columns
+    if defaults:
+        keep_rating = cfg.rating_column != _DEFAULTS.rating_column  # e.g. "none" was asked for
+        candidates += [
+            (p.text_columns, cfg.rating_column if keep_rating else p.rating_column) for p in PRESETS
+        ]
+    for text, rating in candidates:
+        if all(c in found for c in text) and (rating is None or rating in found):
+            repeated = [
+                c for c in (*text, rating) if c and any(n.startswith(f"{c}~") for n in found)
+            ]
+            if repeated:
+                raise InputError(
+                    f"{file}: column {repeated[0]!r} appears more than once in the header; "
+                    "rename or drop the extra one"
+                )
+            return Columns(
+                text=text,
+                rating=rating,
+                id=cfg.id_column if cfg.id_column in found else None,
+                language="language" if "language" in found else None,
             )
-            .agg(pl.col("line").str.join("\n"))
-            .with_columns(pl.col("line").str.replace_all('"[^"]*"', ""))
-        )
-    fields = pl.col("line").str.count_matches(separator, literal=True) + 1
-    blank = pl.col("line").str.strip_chars() == ""
-    return frame.select(pl.when(blank).then(0).otherwise(fields)).to_series()
-
-
-def _parse(source: str, text: str, separator: str, quoted: bool) -> tuple[list[str], pl.DataFrame]:
-    """Header and data rows as strings, with `row` (1-based) and `fields` (field count)."""
-    quote = '"' if quoted else None
-    data = text.encode()
-    try:
-        columns = pl.read_csv(
-            data, separator=separator, quote_char=quote, n_rows=0, infer_schema=False
-        ).columns
-    except pl.exceptions.NoDataError:
-        raise InputError(f"{source}: empty file; expected a header row and reviews") from None
-    width = len(columns)
-    try:
-        rows = pl.read_csv(
-            data,
-            has_header=False,
-            skip_rows=1,
-            separator=separator,
-            quote_char=quote,
-            schema={f"c{i}": pl.String for i in range(width + 1)},
-            missing_columns="insert",
-            truncate_ragged_lines=True,
-            empty_string_is_null=False,
-        ).rename({f"c{i}": name for i, name in enumerate([*columns, _EXTRA])})
-    except pl.exceptions.ComputeError as err:
-        # An unclosed or stray quote leaves every later row ambiguous: refuse the file.
-        first = str(err).strip().splitlines()[0]
-        raise InputError(
-            f"{source}: malformed CSV quoting ({first}); fix the stray '\"' or export as TSV"
-        ) from None
-    counts = _field_counts(text, separator, quoted)
-    if counts.len() == rows.height + 1:
-        fields: pl.Expr | pl.Series = counts.slice(1)
-    else:
-        log.warning("%s: irregular quoting; only rows with too many fields are detected", source)
-        blank = pl.all_horizontal(pl.col(c) == "" for c in [*columns, _EXTRA])
-        fields = pl.when(blank).then(0).otherwise(width + (pl.col(_EXTRA) != "").cast(pl.Int64))
-    rows = rows.with_columns(pl.lit(fields).alias("fields")).with_row_index("row", offset=1)
-    return columns, rows.filter(pl.col("fields") > 0)
-
-
-def _require(source: str, found: list[str], cfg: IngestConfig) -> None:
     expected = [*cfg.text_columns, *([cfg.rating_column] if cfg.rating_column else [])]
-    missing = [c for c in expected if c not in found]
-    if missing:
-        raise InputError(
-            f"{source}: missing column(s) {missing}; found {found}, expected {expected}; "
-            "name the right ones with --text-column / --rating-column"
-        )
+    also = (
+        " (or a known layout: "
+        + "; ".join(f"{p.name}: {[*p.text_columns, p.rating_column]}" for p in PRESETS)
+        + ")"
+        if defaults
+        else ""
+    )
+    shown = [c for c in found if not c.startswith("_unnamed_")]
+    raise InputError(
+        f"{file}: header lacks the needed column(s); found {shown}, expected {expected}{also}; "
+        "name the right ones with --text-column / --rating-column"
+    )
 
 
 def _nonblank(column: str) -> pl.Expr:
     return pl.when(pl.col(column).str.strip_chars() != "").then(pl.col(column))
 
 
-def _reason(columns: list[str], cfg: IngestConfig, text: pl.Expr, replaced: bool) -> pl.Expr:
+def _reason(
+    names: list[str], cols: Columns, cfg: IngestConfig, replaced: bool, json_flag: bool
+) -> pl.Expr:
     """The first failed check's name, or null for a good row."""
-    fields = [*columns, _EXTRA]
-    if cfg.rating_column:
-        rating = pl.col(cfg.rating_column).str.strip_chars().cast(pl.Float64, strict=False)
+    text = pl.col("text")
+    if cols.rating:
+        rating = pl.col(cols.rating).str.strip_chars().cast(pl.Float64, strict=False)
         bad_rating = ~(
             rating.is_finite()
             & (rating == rating.round())
@@ -141,14 +130,15 @@ def _reason(columns: list[str], cfg: IngestConfig, text: pl.Expr, replaced: bool
     else:
         bad_rating = pl.lit(False)
     checks = [
-        ("ragged", pl.col("fields") != len(columns)),
+        ("bad_json", pl.col("bad_json") if json_flag else pl.lit(False)),
+        ("ragged", pl.col("fields") != len(names)),
         (
             "nul_byte",
-            pl.any_horizontal(pl.col(c).str.contains("\x00", literal=True) for c in fields),
+            pl.any_horizontal(pl.col(c).str.contains("\x00", literal=True) for c in names),
         ),
         (
             "bad_encoding",
-            pl.any_horizontal(pl.col(c).str.contains("\ufffd", literal=True) for c in fields)
+            pl.any_horizontal(pl.col(c).str.contains("\ufffd", literal=True) for c in names)
             if replaced
             else pl.lit(False),
         ),
@@ -167,96 +157,136 @@ def _text_digest(texts: pl.Series) -> pl.Series:
     return pl.Series([hashlib.sha1(t.encode()).hexdigest()[:16] for t in texts.to_list()])
 
 
-def _content_digest(frame: pl.DataFrame) -> str:
-    """sha256 (hex, first 16) of the rows themselves, not of Parquet encoding details."""
-    return hashlib.sha256(frame.write_ndjson().encode()).hexdigest()[:16]
+class _ParquetOut:
+    """A Parquet file written batch by batch to a temp file, renamed into place at the end."""
+
+    def __init__(self, directory: Path, schema: pl.Schema) -> None:
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".ingest-", suffix=".parquet.tmp")
+        os.close(fd)
+        self.tmp = Path(tmp)
+        self.schema = schema
+        self.writer = pq.ParquetWriter(
+            self.tmp, pl.DataFrame(schema=schema).to_arrow().schema, compression="zstd"
+        )
+        self.rows = 0
+
+    def write(self, frame: pl.DataFrame) -> None:
+        if frame.height:
+            table = frame.select(self.schema.names()).cast(self.schema).to_arrow()
+            self.writer.write_table(table, row_group_size=SNAPSHOT_ROW_GROUP)
+            self.rows += frame.height
+
+    def finish(self, path: Path) -> None:
+        self.writer.close()
+        os.replace(self.tmp, path)
+
+    def discard(self) -> None:
+        self.writer.close()
+        self.tmp.unlink(missing_ok=True)
 
 
-def _write_parquet(frame: pl.DataFrame, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        frame.write_parquet(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def ingest(source: str, cfg: IngestConfig, out_dir: Path) -> Snapshot:
-    """Read, validate and deduplicate `source`; write snapshot and quarantine Parquet to `out_dir`.
-
-    Raises:
-        InputError: missing file, empty file, header without the configured columns, or no usable
-            row. Undecodable bytes only quarantine their rows (`bad_encoding`).
-    """
-    path = urlparse(source).path if "://" in source else source
-    separator = "\t" if path.endswith((".tsv", ".tsv.gz")) else ","
-    # TSV review dumps are unquoted and full of stray '"', so quotes are plain text there.
-    quoted = separator == ","
-    text, replaced = _read_text(source)
-    columns, rows = _parse(source, text, separator, quoted)
-    if replaced and any("\ufffd" in c for c in columns):
-        raise InputError(f"{source}: the header is not UTF-8; re-encode the file as UTF-8")
-    _require(source, columns, cfg)
-
+def _validate(
+    file: str, columns: list[str], frame: pl.DataFrame, replaced: bool, cfg: IngestConfig
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """One batch → (good rows in the snapshot schema, quarantined rows)."""
+    cols = resolve_columns(file, columns, cfg)
     review_text = pl.concat_str(
-        [_nonblank(c) for c in cfg.text_columns], separator="\n", ignore_nulls=True
+        [_nonblank(c) for c in cols.text], separator="\n", ignore_nulls=True
     )
+    rows = frame.with_columns(review_text.alias("text"))
     rows = rows.with_columns(
-        _reason(columns, cfg, review_text, replaced).alias("reason"), review_text.alias("text")
+        _reason(columns, cols, cfg, replaced, "bad_json" in frame.columns).alias("reason")
     )
+    raw_fields = [pl.col(c) for c in columns] + (
+        [pl.col(EXTRA).replace("", None)] if EXTRA in frame.columns else []
+    )
+    raw = pl.col("_raw") if "_raw" in frame.columns else pl.struct(raw_fields).struct.json_encode()
     quarantine = rows.filter(pl.col("reason").is_not_null()).select(
-        pl.col("row").cast(pl.Int64),
-        "reason",
-        pl.struct(*columns, pl.col(_EXTRA).replace("", None)).struct.json_encode().alias("raw"),
+        pl.lit(file).alias("file"), "row", "reason", raw.alias("raw")
     )
     null = pl.lit(None, pl.String)
     good = rows.filter(pl.col("reason").is_null()).select(
-        (_nonblank(cfg.id_column).str.strip_chars() if cfg.id_column in columns else null).alias(
-            "review_id"
-        ),
+        (_nonblank(cols.id).str.strip_chars() if cols.id else null).alias("review_id"),
         "text",
         (
-            pl.col(cfg.rating_column).str.strip_chars().cast(pl.Float64).cast(pl.Int8)
-            if cfg.rating_column
+            pl.col(cols.rating).str.strip_chars().cast(pl.Float64).cast(pl.Int8)
+            if cols.rating
             else pl.lit(None, pl.Int8)
         ).alias("rating"),
-        (_nonblank("language") if "language" in columns else null).alias("language"),
+        (_nonblank(cols.language) if cols.language else null).alias("language"),
     )
     if good["review_id"].null_count():
         good = good.with_columns(pl.col("review_id").fill_null(_text_digest(good["text"])))
-    snapshot = good.cast(SNAPSHOT_SCHEMA).unique("review_id", keep="first", maintain_order=True)
+    return good.cast(SNAPSHOT_SCHEMA), quarantine.cast(QUARANTINE_SCHEMA)
 
-    reasons = dict(sorted(quarantine["reason"].value_counts().iter_rows()))
-    if snapshot.height == 0:
-        raise InputError(
-            f"{source}: no usable review in {rows.height} row(s) (quarantined: {reasons}); "
-            "check the file and the configured columns"
-        )
-    digest = _content_digest(snapshot)
+
+def ingest(
+    source: str, cfg: IngestConfig, out_dir: Path, chunk_bytes: int = CHUNK_BYTES
+) -> Snapshot:
+    """Read, validate and deduplicate `source`; write snapshot and quarantine Parquet to `out_dir`.
+
+    Raises:
+        InputError: missing file, empty file or directory, unreadable format, header without the
+            configured columns, or no usable row. Undecodable bytes only quarantine their rows
+            (`bad_encoding`).
+    """
+    files = list_files(source)
     out_dir.mkdir(parents=True, exist_ok=True)
-    snapshot_path = out_dir / f"snapshot-{digest}.parquet"
-    quarantine_path = out_dir / f"quarantine-{digest}.parquet"
-    _write_parquet(quarantine.cast(QUARANTINE_SCHEMA), quarantine_path)
-    _write_parquet(snapshot, snapshot_path)
+    snapshot_out = _ParquetOut(out_dir, SNAPSHOT_SCHEMA)
+    quarantine_out = _ParquetOut(out_dir, QUARANTINE_SCHEMA)
+    content = hashlib.sha256()
+    seen = pl.DataFrame(schema={"review_id": pl.String})
+    read = duplicates = 0
+    reasons: dict[str, int] = {}
+    try:
+        for file in files:
+            for columns, batch in open_batches(file, cfg.format, chunk_bytes):
+                good, quarantine = _validate(file, columns, batch.frame, batch.replaced, cfg)
+                read += batch.frame.height
+                fresh = good.unique("review_id", keep="first", maintain_order=True).join(
+                    seen, on="review_id", how="anti", maintain_order="left"
+                )
+                duplicates += good.height - fresh.height
+                seen = pl.concat([seen, fresh.select("review_id")], rechunk=False)
+                for reason, count in quarantine["reason"].value_counts().iter_rows():
+                    reasons[reason] = reasons.get(reason, 0) + count
+                snapshot_out.write(fresh)
+                quarantine_out.write(quarantine)
+                content.update(fresh.write_ndjson().encode())
+                del good, fresh, quarantine, batch
+        if snapshot_out.rows == 0:
+            raise InputError(
+                f"{source}: no usable review in {read} row(s) "
+                f"(quarantined: {dict(sorted(reasons.items()))}); check the file and the columns"
+            )
+        digest = content.hexdigest()[:16]
+        snapshot_path = out_dir / f"snapshot-{digest}.parquet"
+        quarantine_path = out_dir / f"quarantine-{digest}.parquet"
+        quarantine_out.finish(quarantine_path)
+        snapshot_out.finish(snapshot_path)
+    except BaseException:
+        snapshot_out.discard()
+        quarantine_out.discard()
+        raise
     result = Snapshot(
         path=snapshot_path,
         quarantine_path=quarantine_path,
         digest=digest,
-        rows_read=rows.height,
-        rows_ok=snapshot.height,
-        rows_quarantined=quarantine.height,
-        rows_duplicates=good.height - snapshot.height,
-        quarantine_reasons=reasons,
+        rows_read=read,
+        rows_ok=snapshot_out.rows,
+        rows_quarantined=quarantine_out.rows,
+        rows_duplicates=duplicates,
+        quarantine_reasons=dict(sorted(reasons.items())),
     )
+    assert read == result.rows_ok + result.rows_quarantined + result.rows_duplicates
     log.info(
-        "ingested %s: read %d, ok %d, quarantined %d %s, duplicates %d → %s",
+        "ingested %s (%d file(s)): read %d, ok %d, quarantined %d %s, duplicates %d → %s",
         source,
+        len(files),
         result.rows_read,
         result.rows_ok,
         result.rows_quarantined,
-        reasons,
+        result.quarantine_reasons,
         result.rows_duplicates,
         snapshot_path.name,
     )
@@ -268,11 +298,36 @@ def _retry_unless_bad_input(task: object, task_run: object, state: State) -> boo
     return not isinstance(state.data, InputError)
 
 
+def ingest_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str | None:
+    """Content digest of the input files + ingest config + output directory, not the path: an
+    unchanged input reuses its snapshot, a changed file at the same path does not. None (no
+    caching) when the input cannot be listed: the task itself then reports the problem."""
+    cfg: IngestConfig = parameters["cfg"]
+    out_dir = Path(parameters["out_dir"]).resolve()
+    try:
+        digest = input_digest(list_files(parameters["source"]))
+    except (InputError, OSError):
+        return None
+    settings = cfg.model_dump_json(exclude={"data"})
+    return "ingest-" + hashlib.sha256(f"{digest}:{settings}:{out_dir}".encode()).hexdigest()[:32]
+
+
 @task(
     name="ingest",
     retries=2,
     retry_delay_seconds=[2, 10],
     retry_condition_fn=_retry_unless_bad_input,
+    cache_key_fn=ingest_cache_key,
+    persist_result=True,
 )
 def ingest_task(source: str, cfg: IngestConfig, out_dir: Path) -> Snapshot:
     return ingest(source, cfg, out_dir)
+
+
+def ingest_or_reuse(source: str, cfg: IngestConfig, out_dir: Path) -> Snapshot:
+    """`ingest_task`, its cached snapshot reused only while its files still exist."""
+    snapshot = ingest_task(source, cfg, out_dir)
+    if snapshot.path.exists() and snapshot.quarantine_path.exists():
+        return snapshot
+    log.info("cached snapshot %s was deleted; ingesting again", snapshot.path.name)
+    return ingest_task.with_options(refresh_cache=True)(source, cfg, out_dir)

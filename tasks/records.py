@@ -42,6 +42,8 @@ class TokenizedData(_Record):
     reviews: dict[str, int]
     tokens: dict[str, int]
     oov_rate: dict[str, float]
+    length_percentiles: dict[str, dict[str, int]] = {}  # tokens per review, per split
+    languages: dict[str, int] = {}  # reviews per language ("unknown" when not given)
 
     @property
     def vocab_path(self) -> Path:

@@ -55,7 +55,10 @@ def test_counts_and_quarantine(tmp_path: Path) -> None:
     assert frame["text"][3] == "Multi\nline one\nline two, with comma"
 
     quarantine = pl.read_parquet(snap.quarantine_path)
-    assert quarantine.schema == pl.Schema({"row": pl.Int64, "reason": pl.String, "raw": pl.String})
+    assert quarantine.schema == pl.Schema(
+        {"file": pl.String, "row": pl.Int64, "reason": pl.String, "raw": pl.String}
+    )
+    assert set(quarantine["file"]) == {src}
     assert dict(quarantine.select("row", "reason").rows()) == {
         3: "bad_rating", 4: "bad_rating", 5: "empty_text", 6: "ragged", 7: "ragged",
         9: "nul_byte", 13: "bad_rating",
