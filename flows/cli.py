@@ -90,9 +90,20 @@ def run(
     rating_column: Annotated[
         str | None, typer.Option(help="Star rating column, or 'none' (default star_rating).")
     ] = None,
+    input_format: Annotated[
+        str | None,
+        typer.Option("--format", help="csv|tsv|parquet|jsonl (default: by extension, sniffed)."),
+    ] = None,
     vocab_size: Annotated[
         int | None, typer.Option(help="Vocabulary incl. [PAD] and [UNK].")
     ] = None,
+    min_count: Annotated[
+        int | None, typer.Option(help="Train tokens seen fewer times become [UNK].")
+    ] = None,
+    placeholders: Annotated[
+        bool,
+        typer.Option("--placeholders", help="Replace URLs with [URL] and numbers with [NUM]."),
+    ] = False,
     embedding_dim: Annotated[int | None, typer.Option(help="Embedding size.")] = None,
     units: Annotated[int | None, typer.Option(help="GRU units.")] = None,
     max_len: Annotated[int | None, typer.Option(help="Tokens per training window.")] = None,
@@ -129,7 +140,11 @@ def run(
         "ingest.data": data,
         "ingest.text_columns": text_column or None,
         "ingest.rating_column": rating_column,
+        "ingest.format": input_format,
         "tokenizer.vocab_size": vocab_size,
+        "tokenizer.min_count": min_count,
+        "tokenizer.url_placeholder": placeholders or None,
+        "tokenizer.number_placeholder": placeholders or None,
         "model.embedding_dim": embedding_dim,
         "model.units": units,
         "train.max_len": max_len,

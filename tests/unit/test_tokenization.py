@@ -1,3 +1,4 @@
+import hashlib
 import json
 from pathlib import Path
 
@@ -7,7 +8,7 @@ import pytest
 
 from tasks.config import TokenizerConfig
 from tasks.text import UNK_ID, Vocab, encode_texts, normalize_expr, tokenize_text, tokenize_texts
-from tasks.tokenization import split_expr, split_of, tokenize_snapshot
+from tasks.tokenization import splits_of, tokenize_snapshot
 
 
 def normalize(text: str, lowercase: bool = True) -> str:
@@ -60,20 +61,19 @@ def test_tokens() -> None:
 
 def test_split_is_stable_and_balanced() -> None:
     ids = [f"R{i:07d}" for i in range(5000)]
-    frame = pl.DataFrame({"id": ids})
-    splits = frame.select(split_expr(pl.col("id"), 0.1, 0.1))["literal"].to_list()
-    assert splits == [split_of(i, 0.1, 0.1) for i in ids]
+    splits = splits_of(pl.Series(ids), 0.1, 0.1).cast(pl.String).to_list()
+    # the documented rule: the first 8 bytes of sha1(id) as a fraction of 2**64
+    u = int.from_bytes(hashlib.sha1(ids[0].encode()).digest()[:8], "big") / 2.0**64
+    assert splits[0] == ("test" if u < 0.1 else "val" if u < 0.2 else "train")
     shares = pl.Series(splits).value_counts(normalize=True)
     share = dict(zip(shares[:, 0], shares[:, 1], strict=True))
     assert share["train"] == pytest.approx(0.8, abs=0.03)
     assert share["val"] == pytest.approx(0.1, abs=0.02)
     assert share["test"] == pytest.approx(0.1, abs=0.02)
     # more data (shuffled in) moves no old review
-    grown = pl.DataFrame({"id": [f"X{i}" for i in range(3000)] + ids[::-1]})
-    moved = grown.select(pl.col("id"), split_expr(pl.col("id"), 0.1, 0.1).alias("split"))
-    old = dict(zip(ids, splits, strict=True))
-    assert all(old[i] == s for i, s in moved.filter(pl.col("id").str.starts_with("R")).rows())
-    assert split_of("R0000001", 0.1, 0.1) == split_of("R0000001", 0.1, 0.1)
+    grown = [f"X{i}" for i in range(3000)] + ids[::-1]
+    moved = dict(zip(grown, splits_of(pl.Series(grown), 0.1, 0.1).cast(pl.String), strict=True))
+    assert all(moved[i] == s for i, s in zip(ids, splits, strict=True))
 
 
 def test_vocab_ties_by_token_and_round_trip(tmp_path: Path) -> None:
@@ -145,7 +145,7 @@ def test_tokenize_snapshot(tmp_path: Path) -> None:
 def test_vocab_from_train_only(tmp_path: Path) -> None:
     cfg = TokenizerConfig(val_fraction=0.1, test_fraction=0.1)
     ids = [f"R{i}" for i in range(200)]
-    test_id = next(i for i in ids if split_of(i, 0.1, 0.1) == "test")
+    test_id = ids[splits_of(pl.Series(ids), 0.1, 0.1).cast(pl.String).to_list().index("test")]
     texts = ["common words here." if i != test_id else "zebra only here." for i in ids]
     pl.DataFrame(
         {"review_id": ids, "text": texts, "rating": [None] * 200, "language": [None] * 200},
