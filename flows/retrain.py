@@ -27,7 +27,7 @@ from pydantic import BaseModel
 from tasks import tracking
 from tasks.config import STAGES, PipelineConfig
 from tasks.evaluate import evaluate_task
-from tasks.ingest import ingest_task
+from tasks.ingest import ingest_or_reuse
 from tasks.records import SPLITS, Snapshot, TokenizedData
 from tasks.register import champion_version, find_registered, register_task
 from tasks.sample_data import demo_dataset
@@ -100,7 +100,7 @@ def _run_stages(
     workdir = config.workdir
     source = config.ingest.data or str(demo_dataset(workdir / "demo", config.ingest.demo_rows))
     with _timed(timings, "ingest"):
-        snapshot = ingest_task(source, config.ingest, workdir / "snapshots")
+        snapshot = ingest_or_reuse(source, config.ingest, workdir / "snapshots")
     summary.rows = {
         "read": snapshot.rows_read,
         "ok": snapshot.rows_ok,
