@@ -122,6 +122,12 @@ def run(
     no_promote: Annotated[
         bool, typer.Option("--no-promote", help="Register without touching the champion alias.")
     ] = False,
+    task_runner: Annotated[
+        str | None, typer.Option(help="threads|dask: where tokenization shards run.")
+    ] = None,
+    dask_address: Annotated[
+        str | None, typer.Option(help="Dask scheduler (tcp://…); none starts a local cluster.")
+    ] = None,
     workdir: Annotated[Path | None, typer.Option(help="Snapshots, splits, models.")] = None,
     config: Annotated[
         Path | None, typer.Option(help="TOML config; flags override it.", exists=True)
@@ -155,6 +161,8 @@ def run(
         "registry.model_name": model_name,
         "registry.min_improvement": min_improvement,
         "registry.promotion": "force" if force_promote else ("never" if no_promote else None),
+        "runner.task_runner": task_runner,
+        "runner.dask_address": dask_address,
         "workdir": workdir,
         "until": until,
     }

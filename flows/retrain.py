@@ -24,6 +24,7 @@ from prefect.runtime import flow_run
 from prefect.states import State
 from pydantic import BaseModel
 
+from flows.sharded import tokenize_on_dask
 from tasks import tracking
 from tasks.config import STAGES, PipelineConfig
 from tasks.evaluate import evaluate_task
@@ -110,7 +111,11 @@ def _run_stages(
     if not config.runs_stage("tokenize"):
         return
     with _timed(timings, "tokenize"):
-        data = tokenize_task(snapshot, config.tokenizer, workdir / "tokenized" / snapshot.digest)
+        out_dir = workdir / "tokenized" / snapshot.digest
+        if config.runner.task_runner == "dask":
+            data = tokenize_on_dask(snapshot, config.tokenizer, out_dir, config.runner)
+        else:
+            data = tokenize_task(snapshot, config.tokenizer, out_dir)
     summary.tokens = dict(data.tokens)
     create_table_artifact(
         key="reviewgru-data-report",

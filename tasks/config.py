@@ -89,12 +89,23 @@ class RegistryConfig(_Section):
     )
 
 
+class RunnerConfig(_Section):
+    task_runner: Literal["threads", "dask"] = Field(
+        default="threads", description="dask: tokenize shards as tasks on a Dask cluster."
+    )
+    dask_address: str | None = Field(
+        default=None, description="Scheduler, e.g. tcp://host:8786; None starts a local cluster."
+    )
+    dask_workers: int = Field(default=2, gt=0, description="Workers of a local cluster.")
+
+
 class PipelineConfig(_Section):
     ingest: IngestConfig = IngestConfig()
     tokenizer: TokenizerConfig = TokenizerConfig()
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
     registry: RegistryConfig = RegistryConfig()
+    runner: RunnerConfig = RunnerConfig()
     workdir: Path = Field(default=Path("work"), description="Snapshots, splits and models.")
     until: Stage = Field(default="register", description="Last stage to run.")
 

@@ -11,16 +11,19 @@ import logging
 import os
 import shutil
 import tempfile
-from collections import deque
-from collections.abc import Callable, Iterator
+from collections import Counter, deque
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import TypeVar
+from typing import TypeVar, cast
 
 import numpy as np
 import polars as pl
 import pyarrow.parquet as pq
-from prefect import task
+from prefect import task, unmapped
+from prefect.cache_policies import NO_CACHE
 
 from tasks.config import TokenizerConfig
 from tasks.records import SPLITS, Snapshot, TokenizedData
@@ -76,33 +79,6 @@ def _replace_dir(tmp: Path, out_dir: Path) -> None:
         shutil.rmtree(old)
 
 
-PERCENTILES = (0.5, 0.9, 0.99)
-BATCH_ROWS = 50_000  # also the row group size: ~5-20 MB of ids, neither tiny nor huge
-
-
-def _in_order(work: Callable[[_T], _R], items: Iterator[_T], workers: int) -> Iterator[_R]:
-    """`map(work, items)` on `workers` threads (polars releases the GIL), in order, with at most
-    2 × workers batches in flight, so memory stays bounded."""
-    if workers <= 1:
-        yield from map(work, items)
-        return
-    with ThreadPoolExecutor(workers) as pool:
-        pending: deque[Future[_R]] = deque()
-        for item in items:
-            pending.append(pool.submit(work, item))
-            if len(pending) >= 2 * workers:
-                yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()
-
-
-def _batches(path: Path, columns: list[str]) -> Iterator[pl.DataFrame]:
-    for batch in pq.ParquetFile(path).iter_batches(batch_size=BATCH_ROWS, columns=columns):
-        frame = pl.from_arrow(batch)
-        assert isinstance(frame, pl.DataFrame)
-        yield frame
-
-
 def tokenize_frame(frame: pl.DataFrame, cfg: TokenizerConfig) -> pl.DataFrame:
     """Snapshot rows → review_id, language, split, tokens, text (test split only)."""
     split = splits_of(frame["review_id"], cfg.val_fraction, cfg.test_fraction)
@@ -118,78 +94,161 @@ def tokenize_frame(frame: pl.DataFrame, cfg: TokenizerConfig) -> pl.DataFrame:
     )
 
 
-def _count(tokens: pl.DataFrame) -> pl.DataFrame:
-    return (
+PERCENTILES = (0.5, 0.9, 0.99)
+Mapper = Callable[[Callable[[_T], _R], list[_T]], list[_R]]
+
+
+def map_on_threads(work: Callable[[_T], _R], items: list[_T]) -> list[_R]:
+    """`[work(item) for item in items]` on one thread per core (polars releases the GIL), with at
+    most 2 × cores items in flight, so memory stays bounded whatever the number of items."""
+    workers = os.cpu_count() or 1
+    if workers == 1:
+        return list(map(work, items))
+    out: list[_R] = []
+    with ThreadPoolExecutor(workers) as pool:
+        pending: deque[Future[_R]] = deque()
+        for item in items:
+            pending.append(pool.submit(work, item))
+            if len(pending) >= 2 * workers:
+                out.append(pending.popleft().result())
+        out.extend(future.result() for future in pending)
+    return out
+
+
+@dataclass(frozen=True)
+class Shard:
+    """One row group of the snapshot, and where the files made from it go."""
+
+    snapshot: Path
+    row_group: int
+    work_dir: Path
+
+    def part(self, name: str) -> Path:
+        return self.work_dir / f"{name}-{self.row_group:06d}.parquet"
+
+
+def shards_of(snapshot: Path, work_dir: Path) -> list[Shard]:
+    """A shard per row group (ingest writes at most `SNAPSHOT_ROW_GROUP` rows in each)."""
+    groups = pq.ParquetFile(snapshot).metadata.num_row_groups
+    return [Shard(snapshot, i, work_dir) for i in range(groups)]
+
+
+@dataclass
+class ShardStats:
+    """What the ids of one shard (or, added up, of all) give the manifest: per split, reviews,
+    tokens, [UNK] and a histogram of review lengths; languages over all splits."""
+
+    reviews: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SPLITS, 0))
+    tokens: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SPLITS, 0))
+    unk: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SPLITS, 0))
+    lengths: dict[str, Counter[int]] = field(
+        default_factory=lambda: {split: Counter() for split in SPLITS}
+    )
+    languages: Counter[str] = field(default_factory=Counter)
+    without_tokens: int = 0
+
+    def add(self, other: ShardStats) -> None:
+        for split in SPLITS:
+            self.reviews[split] += other.reviews[split]
+            self.tokens[split] += other.tokens[split]
+            self.unk[split] += other.unk[split]
+            self.lengths[split].update(other.lengths[split])
+        self.languages.update(other.languages)
+        self.without_tokens += other.without_tokens
+
+    def percentiles(self, split: str) -> dict[str, int]:
+        """Review length percentiles (numpy's "inverted_cdf": always a length that occurs)."""
+        histogram = sorted(self.lengths[split].items()) or [(0, 1)]
+        lengths = np.array([length for length, _ in histogram])
+        cumulative = np.cumsum([n for _, n in histogram])
+        return {
+            f"p{round(q * 100)}": int(lengths[np.searchsorted(cumulative, q * cumulative[-1])])
+            for q in PERCENTILES
+        }
+
+
+def tokenize_shard(shard: Shard, cfg: TokenizerConfig) -> Shard:
+    """Pass 1 on one shard: its tokens and the train split's token counts, as Parquet parts."""
+    table = pq.ParquetFile(shard.snapshot).read_row_group(
+        shard.row_group, columns=["review_id", "text", "language"]
+    )
+    frame = pl.from_arrow(table)
+    assert isinstance(frame, pl.DataFrame)
+    tokens = tokenize_frame(frame, cfg)
+    tokens.write_parquet(shard.part("tokens"), compression="lz4")
+    counts = (
         tokens.filter(pl.col("split") == "train")
         .select(pl.col("tokens").explode().alias("token"))
         .drop_nulls()
         .group_by("token")
         .agg(pl.len().cast(pl.Int64).alias("count"))
     )
+    counts.write_parquet(shard.part("counts"), compression="lz4")
+    return shard
 
 
-def _merge(counts: list[pl.DataFrame]) -> pl.DataFrame:
-    return pl.concat(counts).group_by("token").agg(pl.col("count").sum())
-
-
-class _SplitStats:
-    """Reviews, tokens, [UNK] and languages of one split, and the review lengths."""
-
-    def __init__(self) -> None:
-        self.tokens = self.unk = 0
-        self.lengths: list[np.ndarray] = []
-        self.languages: dict[str, int] = {}
-
-    def add(self, part: pl.DataFrame) -> None:
+def encode_shard(shard: Shard, vocab_path: Path) -> ShardStats:
+    """Pass 2 on one shard: tokens → ids with the vocabulary, a Parquet part per split."""
+    vocab = Vocab.load(vocab_path)
+    tokens = pl.read_parquet(shard.part("tokens"))
+    kept = tokens.filter(pl.col("tokens").list.len() > 0)
+    ids = kept.with_columns(vocab.ids_expr(pl.col("tokens")).alias("ids")).drop("tokens")
+    stats = ShardStats(without_tokens=tokens.height - kept.height)
+    languages = ids.group_by(pl.col("language").fill_null("unknown")).len()
+    stats.languages.update(dict(languages.iter_rows()))
+    for split in SPLITS:
+        columns = ["review_id", "language", "ids"] + (["text"] if split == "test" else [])
+        part = ids.filter(pl.col("split") == split).select(columns)
+        part.write_parquet(shard.part(split), compression="zstd")
         lengths = part["ids"].list.len()
-        self.lengths.append(lengths.to_numpy())
-        self.tokens += int(lengths.sum())
-        self.unk += int(part.select(pl.col("ids").explode().eq(UNK_ID).sum()).item() or 0)
-        languages = part.group_by(pl.col("language").fill_null("unknown")).len()
-        for language, n in languages.iter_rows():
-            self.languages[language] = self.languages.get(language, 0) + n
+        stats.reviews[split] = part.height
+        stats.tokens[split] = int(lengths.sum())
+        stats.unk[split] = int(part.select(pl.col("ids").explode().eq(UNK_ID).sum()).item() or 0)
+        stats.lengths[split].update(dict(lengths.value_counts().iter_rows()))
+    shard.part("tokens").unlink()
+    return stats
 
-    def percentiles(self) -> dict[str, int]:
-        lengths = np.concatenate(self.lengths) if self.lengths else np.zeros(1, np.int64)
-        return {
-            f"p{round(q * 100)}": int(np.quantile(lengths, q, method="inverted_cdf"))
-            for q in PERCENTILES
-        }
+
+def _merged_counts(shards: list[Shard]) -> pl.DataFrame:
+    """The train token counts of all shards, merged 16 parts at a time to bound memory."""
+    merged = pl.DataFrame(schema={"token": pl.String, "count": pl.Int64})
+    for start in range(0, len(shards), 16):
+        parts = [pl.read_parquet(s.part("counts")) for s in shards[start : start + 16]]
+        merged = pl.concat([merged, *parts]).group_by("token").agg(pl.col("count").sum())
+    return merged
+
+
+def _concat_parts(shards: list[Shard], split: str, path: Path) -> None:
+    """The shards' parts of `split`, in shard order, as one Parquet file, a row group each."""
+    writer: pq.ParquetWriter | None = None
+    for shard in shards:
+        table = pq.read_table(shard.part(split))
+        writer = writer or pq.ParquetWriter(path, table.schema, compression="zstd")
+        writer.write_table(table, row_group_size=max(table.num_rows, 1))
+        shard.part(split).unlink()
+    assert writer is not None
+    writer.close()
 
 
 def tokenize_snapshot(
-    snapshot: Path, cfg: TokenizerConfig, out_dir: Path, workers: int | None = None
+    snapshot: Path, cfg: TokenizerConfig, out_dir: Path, mapper: Mapper = map_on_threads
 ) -> TokenizedData:
     """Snapshot Parquet → train/val/test Parquet of ids + vocab.json + manifest.json in `out_dir`.
 
-    Streams in batches of rows on `workers` threads (default: one per core): the snapshot is
-    tokenized once into a temporary Parquet of tokens while the train split's token counts are
-    summed; the vocabulary comes from those counts (train only); then each batch of tokens is
-    mapped to ids and appended to its split's file. Memory does not grow with the snapshot. The
-    same snapshot and config give byte-identical files.
+    Two passes over shards (the snapshot's row groups), each shard's work run by `mapper`
+    (threads here, or tasks on a Dask cluster, see `tokenize_on_task_runner`): tokenize and count
+    the train split's tokens; then, with the vocabulary of the merged counts, map tokens to ids.
+    Parts are joined in shard order, so every mapper gives byte-identical files. Memory does not
+    grow with the snapshot.
     """
-    workers = workers or os.cpu_count() or 1
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-"))
     try:
-        tokens_path = tmp / "tokens.parquet"
-        writer: pq.ParquetWriter | None = None
-        counts: list[pl.DataFrame] = []
-        batches = _batches(snapshot, ["review_id", "text", "language"])
-        for tokens, batch_counts in _in_order(
-            lambda f: (lambda t: (t, _count(t)))(tokenize_frame(f, cfg)), batches, workers
-        ):
-            table = tokens.to_arrow()
-            writer = writer or pq.ParquetWriter(tokens_path, table.schema, compression="lz4")
-            writer.write_table(table)
-            counts.append(batch_counts)
-            if len(counts) >= 16:
-                counts = [_merge(counts)]
-        if writer is None:
+        shards = mapper(partial(tokenize_shard, cfg=cfg), shards_of(snapshot, tmp))
+        if not shards:
             raise ValueError(f"{snapshot}: no reviews to tokenize")
-        writer.close()
         vocab = Vocab.from_counts(
-            _merge(counts),
+            _merged_counts(shards),
             cfg.vocab_size,
             cfg.lowercase,
             cfg.min_count,
@@ -197,15 +256,16 @@ def tokenize_snapshot(
             numbers=cfg.number_placeholder,
         )
         vocab.save(tmp / "vocab.json")
-        stats, empty = _write_splits(tokens_path, vocab, tmp, workers)
-        tokens_path.unlink()
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if empty:
-        log.warning("%s: %d reviews without tokens dropped", snapshot, empty)
-    try:
-        data = _finish(snapshot, cfg, vocab, stats, empty, tmp, out_dir)
+        stats = ShardStats()
+        for shard_stats in mapper(partial(encode_shard, vocab_path=tmp / "vocab.json"), shards):
+            stats.add(shard_stats)
+        for split in SPLITS:
+            _concat_parts(shards, split, tmp / f"{split}.parquet")
+        for shard in shards:
+            shard.part("counts").unlink()
+        if stats.without_tokens:
+            log.warning("%s: %d reviews without tokens dropped", snapshot, stats.without_tokens)
+        data = _finish(snapshot, cfg, vocab, stats, tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -220,54 +280,16 @@ def tokenize_snapshot(
     return data
 
 
-def _write_splits(
-    tokens_path: Path, vocab: Vocab, tmp: Path, workers: int
-) -> tuple[dict[str, _SplitStats], int]:
-    stats = {split: _SplitStats() for split in SPLITS}
-    writers: dict[str, pq.ParquetWriter] = {}
-    empty = 0
-
-    def to_ids(tokens: pl.DataFrame) -> tuple[pl.DataFrame, int]:
-        kept = tokens.filter(pl.col("tokens").list.len() > 0)
-        ids = kept.with_columns(vocab.ids_expr(pl.col("tokens")).alias("ids"))
-        return ids.drop("tokens"), tokens.height - kept.height
-
-    batches = _batches(tokens_path, ["review_id", "language", "split", "tokens", "text"])
-    for ids, dropped in _in_order(to_ids, batches, workers):
-        empty += dropped
-        for split in SPLITS:
-            columns = ["review_id", "language", "ids"] + (["text"] if split == "test" else [])
-            part = ids.filter(pl.col("split") == split).select(columns)
-            table = part.to_arrow()
-            if split not in writers:
-                writers[split] = pq.ParquetWriter(tmp / f"{split}.parquet", table.schema)
-            writers[split].write_table(table)
-            stats[split].add(part)
-    for writer in writers.values():
-        writer.close()
-    return stats, empty
-
-
 def _finish(
-    snapshot: Path,
-    cfg: TokenizerConfig,
-    vocab: Vocab,
-    stats: dict[str, _SplitStats],
-    empty: int,
-    tmp: Path,
-    out_dir: Path,
+    snapshot: Path, cfg: TokenizerConfig, vocab: Vocab, stats: ShardStats, tmp: Path, out_dir: Path
 ) -> TokenizedData:
-    reviews = {split: sum(len(a) for a in stats[split].lengths) for split in SPLITS}
-    counts = {split: stats[split].tokens for split in SPLITS}
+    """Write the manifest and move the finished files into place."""
     oov_rate = {
-        split: stats[split].unk / counts[split] if counts[split] else 0.0 for split in SPLITS
+        split: stats.unk[split] / stats.tokens[split] if stats.tokens[split] else 0.0
+        for split in SPLITS
     }
-    lengths = {split: stats[split].percentiles() for split in SPLITS}
-    languages: dict[str, int] = {}
-    for split in SPLITS:
-        for language, n in stats[split].languages.items():
-            languages[language] = languages.get(language, 0) + n
-    languages = dict(sorted(languages.items()))
+    lengths = {split: stats.percentiles(split) for split in SPLITS}
+    languages = dict(sorted(stats.languages.items()))
     files = {
         name: _sha256_file(tmp / name)
         for name in ("vocab.json", *(f"{split}.parquet" for split in SPLITS))
@@ -278,12 +300,12 @@ def _finish(
         "snapshot": snapshot.name,
         "config": cfg.model_dump(mode="json"),
         "vocab_size": len(vocab),
-        "reviews": reviews,
-        "tokens": counts,
+        "reviews": stats.reviews,
+        "tokens": stats.tokens,
         "oov_rate": oov_rate,
         "length_percentiles": lengths,
         "languages": languages,
-        "reviews_without_tokens": empty,
+        "reviews_without_tokens": stats.without_tokens,
         "files": files,
     }
     write_bytes_atomically(tmp / "manifest.json", json.dumps(manifest, indent=2).encode())
@@ -292,8 +314,8 @@ def _finish(
         dir=out_dir,
         digest=digest,
         vocab_size=len(vocab),
-        reviews=reviews,
-        tokens=counts,
+        reviews=stats.reviews,
+        tokens=stats.tokens,
         oov_rate=oov_rate,
         length_percentiles=lengths,
         languages=languages,
@@ -303,3 +325,14 @@ def _finish(
 @task(name="tokenize")
 def tokenize_task(snapshot: Snapshot, cfg: TokenizerConfig, out_dir: Path) -> TokenizedData:
     return tokenize_snapshot(snapshot.path, cfg, out_dir)
+
+
+@task(name="tokenize-shard", cache_policy=NO_CACHE)
+def _shard_task(work: Callable[[_T], _R], item: _T) -> _R:
+    return work(item)
+
+
+def map_as_tasks(work: Callable[[_T], _R], items: list[_T]) -> list[_R]:
+    """A `Mapper` running each item as a task on the flow's task runner (e.g. Dask workers)."""
+    futures = _shard_task.map(unmapped(work), items)
+    return [cast(_R, future.result()) for future in futures]

@@ -172,3 +172,30 @@ def test_refuses_to_replace_a_foreign_directory(tmp_path: Path) -> None:
     with pytest.raises(FileExistsError):
         tokenize_snapshot(snap, TokenizerConfig(), tmp_path / "out")
     assert (tmp_path / "out" / "precious.txt").exists()
+
+
+def test_shards_give_the_same_files_and_exact_stats(tmp_path: Path) -> None:
+    """Many row groups (shards) or one: the same vocabulary and ids; stats counted exactly."""
+    snap = _snapshot(tmp_path / "one.parquet", n=900)
+    frame = pl.read_parquet(snap).with_columns(
+        pl.Series(["en", "de", None] * 300).alias("language")
+    )
+    frame.write_parquet(tmp_path / "one.parquet")
+    frame.write_parquet(tmp_path / "many.parquet", row_group_size=64)
+    cfg = TokenizerConfig(vocab_size=30, min_count=2)
+    one = tokenize_snapshot(tmp_path / "one.parquet", cfg, tmp_path / "a")
+    many = tokenize_snapshot(tmp_path / "many.parquet", cfg, tmp_path / "b")
+    assert one.vocab_path.read_bytes() == many.vocab_path.read_bytes()
+    for split in ("train", "val", "test"):
+        assert pl.read_parquet(one.split_path(split)).equals(
+            pl.read_parquet(many.split_path(split))
+        )
+    assert many.languages == {"de": 300, "en": 300, "unknown": 300}
+    for split in ("train", "val", "test"):
+        lengths = pl.read_parquet(many.split_path(split))["ids"].list.len().to_numpy()
+        expected = {
+            f"p{p}": int(np.quantile(lengths, p / 100, method="inverted_cdf")) for p in (50, 90, 99)
+        }
+        assert many.length_percentiles[split] == expected == one.length_percentiles[split]
+    counts = json.loads(many.vocab_path.read_text())["counts"]
+    assert min(counts[2:]) >= 2  # --min-count: rarer tokens are [UNK]
