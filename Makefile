@@ -27,8 +27,8 @@ test-unit: install ## Run the fast unit tests only
 	$(BIN)/pytest -m "not slow and not integration"
 
 lint: install ## ruff lint + format check, mypy
-	$(BIN)/ruff check flows tasks tests
-	$(BIN)/ruff format --check flows tasks tests
+	$(BIN)/ruff check flows tasks tests benchmarks
+	$(BIN)/ruff format --check flows tasks tests benchmarks
 	$(BIN)/mypy flows tasks
 
 format: install ## Apply ruff fixes and formatting

@@ -22,15 +22,15 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import mlflow  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from mlflow.models import ModelSignature  # noqa: E402
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow.models import ModelSignature
 
-from tasks.model import build_language_model  # noqa: E402
-from tasks.next_word_model import INPUT_SCHEMA, OUTPUT_SCHEMA  # noqa: E402
-from tasks.register import MODEL_CODE, TASKS_DIR  # noqa: E402
-from tasks.text import Vocab, encode_texts  # noqa: E402
+from tasks.model import build_language_model
+from tasks.next_word_model import INPUT_SCHEMA, OUTPUT_SCHEMA
+from tasks.register import MODEL_CODE, TASKS_DIR
+from tasks.text import Vocab, encode_texts
 
 VOCAB, EMBEDDING, UNITS = 10_000, 64, 64
 TEXT = "i bought this blender for my mother and the blender is great and it is"
