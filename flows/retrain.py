@@ -27,9 +27,9 @@ from pydantic import BaseModel
 from flows.sharded import tokenize_on_dask
 from tasks import tracking
 from tasks.config import STAGES, PipelineConfig
+from tasks.data_report import champion_drift, data_report
 from tasks.evaluate import evaluate_task
 from tasks.ingest import ingest_or_reuse
-from tasks.records import SPLITS, Snapshot, TokenizedData
 from tasks.register import champion_version, find_registered, register_task
 from tasks.sample_data import demo_dataset
 from tasks.tokenization import tokenize_task
@@ -117,15 +117,15 @@ def _run_stages(
         else:
             data = tokenize_task(snapshot, config.tokenizer, out_dir)
     summary.tokens = dict(data.tokens)
+    tracking.configure_mlflow()
     create_table_artifact(
         key="reviewgru-data-report",
-        table=data_report(snapshot, data),
+        table=data_report(snapshot, data, champion_drift(config.registry.model_name, data)),
         description=f"Snapshot {snapshot.digest}, tokenized data {data.digest[:16]}",
     )
     if not config.runs_stage("train"):
         return
 
-    tracking.configure_mlflow()
     if config.until == "register" and _reuse_registered(config, data.digest, summary):
         return
     run_id = tracking.start_run(config, summary.flow_run_id)
@@ -187,28 +187,6 @@ _METRIC_KEYS = (
     "unigram_perplexity",
     "bigram_perplexity",
 )
-
-
-def data_report(snapshot: Snapshot, data: TokenizedData) -> list[dict[str, object]]:
-    """Rows by outcome and quarantine reason, then reviews, tokens and OOV rate per split."""
-    rows: list[dict[str, object]] = [
-        {"what": "rows read", "value": snapshot.rows_read},
-        {"what": "rows ok", "value": snapshot.rows_ok},
-        {"what": "rows duplicate (dropped)", "value": snapshot.rows_duplicates},
-        {"what": "rows quarantined", "value": snapshot.rows_quarantined},
-    ]
-    rows += [
-        {"what": f"  quarantined: {reason}", "value": count}
-        for reason, count in sorted(snapshot.quarantine_reasons.items())
-    ]
-    rows.append({"what": "vocabulary size", "value": data.vocab_size})
-    for split in SPLITS:
-        rows += [
-            {"what": f"{split}: reviews", "value": data.reviews.get(split, 0)},
-            {"what": f"{split}: tokens", "value": data.tokens.get(split, 0)},
-            {"what": f"{split}: OOV rate", "value": round(data.oov_rate.get(split, 0.0), 4)},
-        ]
-    return rows
 
 
 def _report(summary: RunSummary) -> None:

@@ -65,6 +65,33 @@ class TrainedModel(_Record):
     padding_fraction: float
 
 
+class Drift(_Record):
+    """This run's data beside the champion's: each pair is (champion's data, this data)."""
+
+    champion_version: str
+    reviews: tuple[int, int]
+    train_tokens: tuple[int, int]
+    # Under the champion's vocabulary: its own test split, this run's test split.
+    test_oov_rate: tuple[float, float]
+    median_length: tuple[int, int]  # train tokens per review
+    p90_length: tuple[int, int]
+
+    def rows(self) -> list[tuple[str, str]]:
+        def change(old: float, new: float) -> str:
+            return f"{old:g} → {new:g}" + (f" ({new / old - 1:+.1%})" if old else "")
+
+        return [
+            ("reviews", change(*self.reviews)),
+            ("train tokens", change(*self.train_tokens)),
+            (
+                "test OOV rate under the champion's vocabulary",
+                change(round(self.test_oov_rate[0], 4), round(self.test_oov_rate[1], 4)),
+            ),
+            ("train tokens per review, median", change(*self.median_length)),
+            ("train tokens per review, p90", change(*self.p90_length)),
+        ]
+
+
 class ChampionScore(_Record):
     """The current champion re-evaluated on this run's test split with its own vocabulary."""
 

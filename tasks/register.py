@@ -6,6 +6,7 @@ aliases move — a registration that dies half way leaves `challenger` and `cham
 
 from __future__ import annotations
 
+import json
 import logging
 import subprocess
 from datetime import UTC, datetime
@@ -141,6 +142,21 @@ def _git_commit() -> str:
     return result.stdout.strip() or "unknown"
 
 
+DATA_STATS_TAG = "data.stats"
+
+
+def data_stats(data: TokenizedData) -> str:
+    """The tokenized data's sizes and lengths, as a model version tag (a few hundred bytes)."""
+    return json.dumps(
+        {
+            "reviews": data.reviews,
+            "tokens": data.tokens,
+            "oov_rate": data.oov_rate,
+            "lengths": data.length_percentiles,
+        }
+    )
+
+
 def register_model(
     run_id: str,
     trained: TrainedModel,
@@ -170,6 +186,7 @@ def register_model(
     tags = {
         "data.digest": data.digest,
         "data.test_digest": evaluation.test_digest,
+        DATA_STATS_TAG: data_stats(data),
         "config.digest": config.digest(),
         "training.digest": config.training_digest(data.digest),
         "code.version": _git_commit(),

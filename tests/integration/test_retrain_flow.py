@@ -5,10 +5,13 @@ import random
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
+from uuid import UUID
 
 import polars as pl
 import pytest
 from mlflow.tracking import MlflowClient
+from prefect import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
 from tasks.sample_data import write_sample_reviews
 
@@ -44,6 +47,15 @@ def _run(reviewgru: Cli, args: list[str]) -> dict:
     result = reviewgru("run", *args, "--json")
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def _data_report(flow_run_id: str) -> dict[str, object]:
+    with get_client(sync_client=True) as prefect:
+        artifacts = prefect.read_artifacts(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[UUID(flow_run_id)]))
+        )
+    report = next(a for a in artifacts if a.key == "reviewgru-data-report")
+    return {row["what"]: row["value"] for row in json.loads(str(report.data))}
 
 
 def _alias(name: str, alias: str) -> str:
@@ -96,6 +108,13 @@ def test_retrain_registers_promotes_and_serves(tmp_path: Path, reviewgru: Cli) -
     )
 
     assert (worse["model_version"], worse["promoted"]) == ("2", False)
+    report = _data_report(worse["flow_run_id"])
+    assert report["drift vs champion v1: reviews"] == "400 → 400 (+0.0%)"
+    # Same data, but the champion's vocabulary is larger: fewer unknown words under it.
+    oov_under_champion = report[
+        "drift vs champion v1: test OOV rate under the champion's vocabulary"
+    ]
+    assert str(oov_under_champion).endswith(" → " + str(oov_under_champion).split(" ")[0])
     assert worse["metrics"]["champion_perplexity"] == pytest.approx(
         metrics["test_perplexity"], rel=1e-3
     )
