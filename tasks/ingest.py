@@ -16,6 +16,7 @@ only rows with too many fields are detected, and a warning says so.
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 import os
 import tempfile
@@ -31,7 +32,14 @@ from prefect.states import State
 
 from tasks.config import IngestConfig
 from tasks.records import InputError, Snapshot
-from tasks.sources import CHUNK_BYTES, EXTRA, input_digest, list_files, open_batches
+from tasks.sources import (
+    CHUNK_BYTES,
+    EXTRA,
+    input_digest,
+    list_files,
+    open_batches,
+    read_ahead,
+)
 from tasks.text import HTML_TAG
 
 log = logging.getLogger(__name__)
@@ -42,7 +50,7 @@ SNAPSHOT_SCHEMA = pl.Schema(
 QUARANTINE_SCHEMA = pl.Schema(
     {"file": pl.String, "row": pl.Int64, "reason": pl.String, "raw": pl.String}
 )
-SNAPSHOT_ROW_GROUP = 100_000
+SNAPSHOT_ROW_GROUP = 50_000  # also the tokenize shard: bounds its memory (~250 MB)
 
 
 @dataclass(frozen=True)
@@ -240,7 +248,7 @@ def ingest(
     reasons: dict[str, int] = {}
     try:
         for file in files:
-            for columns, batch in open_batches(file, cfg.format, chunk_bytes):
+            for columns, batch in read_ahead(open_batches(file, cfg.format, chunk_bytes)):
                 good, quarantine = _validate(file, columns, batch.frame, batch.replaced, cfg)
                 read += batch.frame.height
                 fresh = good.unique("review_id", keep="first", maintain_order=True).join(
@@ -252,7 +260,9 @@ def ingest(
                     reasons[reason] = reasons.get(reason, 0) + count
                 snapshot_out.write(fresh)
                 quarantine_out.write(quarantine)
-                content.update(fresh.write_ndjson().encode())
+                rows_json = io.BytesIO()
+                fresh.write_ndjson(rows_json)
+                content.update(rows_json.getbuffer())
                 del good, fresh, quarantine, batch
         if snapshot_out.rows == 0:
             raise InputError(

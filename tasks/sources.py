@@ -12,10 +12,12 @@ import csv
 import gzip
 import json
 import logging
+import threading
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import IO, Literal
+from queue import Empty, Full, Queue
+from typing import IO, Literal, TypeVar
 
 import fsspec
 import polars as pl
@@ -26,6 +28,7 @@ from fsspec.utils import infer_compression
 from tasks.records import InputError
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 Format = Literal["csv", "tsv", "parquet", "jsonl"]
 EXTRA = "_extra"  # the first surplus field of a row with too many fields ("" when none)
@@ -250,23 +253,40 @@ def unique_names(file: str, names: list[str]) -> list[str]:
 
 
 def _field_counts(lines: pl.Series, separator: str, quoted: bool) -> pl.Series:
-    """Fields per record (0 for a blank line), from the raw lines; no CSV parser involved."""
+    """Fields per record (0 for a blank line), from the raw lines; no CSV parser involved.
+
+    With quoting, a record ends on the first line after which an even number of quotes has been
+    seen. Each line's separators outside quotes are counted after closing the quote it starts or
+    ends inside of and dropping quoted text; a record's count is the sum over its lines, taken
+    from a running sum at the record's last line (no group-by: this runs on every chunk).
+    """
     if lines.len() and lines[-1] == "":
         lines = lines.head(-1)
+    line = pl.col("line")
     frame = lines.str.strip_suffix("\r").alias("line").to_frame()
-    if quoted:
-        # A record ends on a line after which an even number of quotes has been seen.
-        ends = (pl.col("line").str.count_matches('"', literal=True).cum_sum() % 2) == 0
-        frame = (
-            frame.group_by(
-                ends.shift(1, fill_value=True).cum_sum().alias("record"), maintain_order=True
-            )
-            .agg(pl.col("line").str.join("\n"))
-            .with_columns(pl.col("line").str.replace_all('"[^"]*"', ""))
-        )
-    fields = pl.col("line").str.count_matches(separator, literal=True) + 1
-    blank = pl.col("line").str.strip_chars() == ""
-    return frame.select(pl.when(blank).then(0).otherwise(fields)).to_series()
+    if not quoted:
+        fields = line.str.count_matches(separator, literal=True) + 1
+        blank = line.str.strip_chars() == ""
+        return frame.select(pl.when(blank).then(0).otherwise(fields)).to_series()
+    quotes = line.str.count_matches('"', literal=True)
+    frame = frame.with_columns(
+        starts_inside=(quotes.cum_sum() - quotes) % 2 == 1,
+        ends_inside=quotes.cum_sum() % 2 == 1,
+    )
+    closed = pl.concat_str(
+        pl.when("starts_inside").then(pl.lit('"')).otherwise(pl.lit("")),
+        line,
+        pl.when("ends_inside").then(pl.lit('"')).otherwise(pl.lit("")),
+    )
+    separators = closed.str.replace_all('"[^"]*"', "").str.count_matches(separator, literal=True)
+    last_line = pl.int_range(pl.len()) == pl.len() - 1
+    records = frame.select(
+        separators.cum_sum().alias("running"),
+        (~pl.col("starts_inside") & (line.str.strip_chars() == "")).alias("blank"),
+        (~pl.col("ends_inside") | last_line).alias("ends"),
+    ).filter("ends")
+    fields = pl.col("running").diff().fill_null(pl.col("running")) + 1
+    return records.select(pl.when("blank").then(0).otherwise(fields)).to_series()
 
 
 def _parse_chunk(
@@ -443,3 +463,48 @@ def open_batches(
         else:
             separator = separator_of(fmt, head)
             yield from _text_batches(file, fh, head, fmt, separator, chunk_bytes)
+
+
+def read_ahead(items: Iterator[_T], depth: int = 1) -> Iterator[_T]:
+    """`items`, produced on a background thread at most `depth` ahead of the consumer, so that
+    reading and parsing the next batch overlaps validating and writing this one (polars releases
+    the GIL). Errors reach the consumer; a consumer that stops early stops the producer."""
+    queue: Queue[tuple[bool, object]] = Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(done: bool, value: object) -> bool:
+        while not stop.is_set():
+            try:
+                queue.put((done, value), timeout=0.1)
+                return True
+            except Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not put(False, item):
+                    return
+            put(True, None)
+        except BaseException as err:  # handed to the consumer, raised there
+            put(True, err)
+
+    producer = threading.Thread(target=produce, name="read-ahead", daemon=True)
+    producer.start()
+    try:
+        while True:
+            try:
+                done, value = queue.get(timeout=0.1)
+            except Empty:
+                if not producer.is_alive() and queue.empty():
+                    return
+                continue
+            if done:
+                if isinstance(value, BaseException):
+                    raise value
+                return
+            yield value  # type: ignore[misc]
+    finally:
+        stop.set()
+        producer.join()

@@ -95,6 +95,7 @@ def tokenize_frame(frame: pl.DataFrame, cfg: TokenizerConfig) -> pl.DataFrame:
 
 
 PERCENTILES = (0.5, 0.9, 0.99)
+ROW_GROUP_ROWS = 50_000  # of the split files: ~5-20 MB of ids, neither tiny nor huge
 Mapper = Callable[[Callable[[_T], _R], list[_T]], list[_R]]
 
 
@@ -219,15 +220,11 @@ def _merged_counts(shards: list[Shard]) -> pl.DataFrame:
 
 
 def _concat_parts(shards: list[Shard], split: str, path: Path) -> None:
-    """The shards' parts of `split`, in shard order, as one Parquet file, a row group each."""
-    writer: pq.ParquetWriter | None = None
-    for shard in shards:
-        table = pq.read_table(shard.part(split))
-        writer = writer or pq.ParquetWriter(path, table.schema, compression="zstd")
-        writer.write_table(table, row_group_size=max(table.num_rows, 1))
-        shard.part(split).unlink()
-    assert writer is not None
-    writer.close()
+    """The shards' parts of `split`, in shard order, as one Parquet file."""
+    parts = [shard.part(split) for shard in shards]
+    pl.scan_parquet(parts).sink_parquet(path, compression="zstd", row_group_size=ROW_GROUP_ROWS)
+    for part in parts:
+        part.unlink()
 
 
 def tokenize_snapshot(

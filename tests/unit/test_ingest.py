@@ -1,5 +1,6 @@
 import gzip
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import polars as pl
@@ -8,6 +9,7 @@ import pytest
 from tasks.config import IngestConfig
 from tasks.ingest import ingest
 from tasks.records import InputError
+from tasks.sources import read_ahead
 
 HEADER = "review_id,star_rating,review_title,review_body,language\n"
 ROWS = [
@@ -157,3 +159,26 @@ def test_stray_quote_is_refused_in_one_line(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="malformed CSV quoting") as err:
         ingest(src, IngestConfig(), tmp_path)
     assert "\n" not in str(err.value)
+
+
+def test_read_ahead_keeps_order_passes_errors_and_stops_with_the_consumer() -> None:
+    assert list(read_ahead(iter(range(100)), depth=3)) == list(range(100))
+
+    def failing() -> Iterator[int]:
+        yield 1
+        raise InputError("r.csv: broken")
+
+    with pytest.raises(InputError, match="broken"):
+        list(read_ahead(failing()))
+
+    produced: list[int] = []
+
+    def counting() -> Iterator[int]:
+        for i in range(1000):
+            produced.append(i)
+            yield i
+
+    for item in read_ahead(counting(), depth=2):
+        if item == 5:
+            break
+    assert len(produced) <= 5 + 1 + 2 + 1  # taken, the one in hand, the queue, one being put
