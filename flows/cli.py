@@ -13,6 +13,8 @@ from typing import Annotated, Any, cast
 
 import typer
 
+from tasks.config import PRESETS
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no phoning home
 os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "tasks")  # stage logs in the run's log
@@ -132,6 +134,13 @@ def run(
     config: Annotated[
         Path | None, typer.Option(help="TOML config; flags override it.", exists=True)
     ] = None,
+    preset: Annotated[
+        str | None,
+        typer.Option(
+            help=f"Named settings under the TOML and flags ({'|'.join(PRESETS)}); seed: the "
+            "tutorial's exact recipe."
+        ),
+    ] = None,
     until: Annotated[
         str | None, typer.Option(help="Stop after: ingest|tokenize|train|evaluate|register.")
     ] = None,
@@ -142,6 +151,8 @@ def run(
     """Run the retrain flow: ingest → tokenize → train → evaluate → register."""
     if force_promote and no_promote:
         _fail("--force-promote and --no-promote exclude each other")
+    if preset is not None and preset not in PRESETS:
+        _fail(f"unknown --preset {preset!r}; known: {', '.join(PRESETS)}")
     flags: dict[str, Any] = {
         "ingest.data": data,
         "ingest.text_columns": text_column or None,
@@ -174,7 +185,7 @@ def run(
     with _bad_input_exits_2():
         from tasks.config import PipelineConfig
 
-        pipeline_config = PipelineConfig.load(config, overrides)
+        pipeline_config = PipelineConfig.load(config, overrides, preset)
         with contextlib.redirect_stdout(sys.stderr), _one_run_per_embedded_store():
             from flows.retrain import retrain
 

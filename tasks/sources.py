@@ -32,7 +32,7 @@ _T = TypeVar("_T")
 
 Format = Literal["csv", "tsv", "parquet", "jsonl"]
 EXTRA = "_extra"  # the first surplus field of a row with too many fields ("" when none)
-CHUNK_BYTES = 32 << 20
+CHUNK_BYTES = 16 << 20  # per batch: bounds ingest memory (~25x this at peak)
 _MAX_RECORD_BYTES = 64 << 20  # a "record" this long is an unterminated quote
 _SUFFIXES: dict[str, Format] = {
     ".csv": "csv",

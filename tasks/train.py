@@ -89,6 +89,7 @@ def train_model(
             monitor="val_loss",
             patience=train_cfg.early_stopping_patience,
             restore_best_weights=True,
+            start_from_epoch=train_cfg.early_stopping_from_epoch,
         ),
         *(callbacks or []),
     ]

@@ -6,13 +6,27 @@ from pydantic import ValidationError
 from tasks.config import PipelineConfig
 
 
-def test_defaults_are_the_tutorial_recipe() -> None:
+def test_defaults_keep_the_tutorial_model_and_the_seed_preset_its_recipe() -> None:
     config = PipelineConfig()
     assert config.tokenizer.vocab_size == 10_000
     assert (config.model.embedding_dim, config.model.units) == (64, 64)
-    assert (config.train.epochs, config.train.batch_size) == (10, 32)
-    assert config.train.learning_rate == 1e-3
+    assert (config.train.epochs, config.train.batch_size) == (30, 32)
+    assert config.train.learning_rate == 2e-3
     assert config.registry.model_name == "reviewgru"
+    seed = PipelineConfig.load(preset="seed").train
+    assert (seed.epochs, seed.batch_size, seed.learning_rate) == (10, 32, 1e-3)
+    assert seed.early_stopping_from_epoch == 0
+
+
+def test_preset_sits_under_the_toml_and_the_flags(tmp_path: Path) -> None:
+    toml = tmp_path / "config.toml"
+    toml.write_text("[train]\nbatch_size = 64\n")
+    config = PipelineConfig.load(toml, {"train.epochs": 4}, preset="seed")
+    assert (config.train.epochs, config.train.batch_size, config.train.learning_rate) == (
+        4, 64, 1e-3,
+    )  # fmt: skip
+    with pytest.raises(ValueError, match="unknown preset 'nope'"):
+        PipelineConfig.load(preset="nope")
 
 
 def test_flags_override_toml_which_overrides_defaults(tmp_path: Path) -> None:
@@ -39,7 +53,7 @@ def test_invalid_values_are_refused_naming_the_field(overrides: dict, field: str
 def test_flat_params_cover_every_field_and_digest_tracks_changes() -> None:
     config = PipelineConfig()
     flat = config.flat()
-    assert flat["train.epochs"] == "10"
+    assert flat["train.epochs"] == "30"
     assert flat["ingest.text_columns"] == '["review_title", "review_body"]'
     assert config.digest() == PipelineConfig().digest()
     assert config.digest() != PipelineConfig.load(None, {"train.epochs": 2}).digest()
