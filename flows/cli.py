@@ -113,6 +113,12 @@ def run(
     batch_size: Annotated[int | None, typer.Option(help="Windows per batch.")] = None,
     learning_rate: Annotated[float | None, typer.Option(help="Adam learning rate.")] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed of training.")] = None,
+    loss: Annotated[
+        str | None, typer.Option(help="exact|sampled (sampled softmax; evaluation stays exact).")
+    ] = None,
+    strategy: Annotated[
+        str | None, typer.Option(help="default|mirrored|multiworker (tf.distribute; TF_CONFIG).")
+    ] = None,
     model_name: Annotated[str | None, typer.Option(help="Registered model name.")] = None,
     min_improvement: Annotated[
         float | None, typer.Option(help="Relative perplexity gain needed to replace the champion.")
@@ -169,6 +175,8 @@ def run(
         "train.batch_size": batch_size,
         "train.learning_rate": learning_rate,
         "train.seed": seed,
+        "train.loss": loss,
+        "train.strategy": strategy,
         "registry.model_name": model_name,
         "registry.min_improvement": min_improvement,
         "registry.promotion": "force" if force_promote else ("never" if no_promote else None),

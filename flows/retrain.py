@@ -54,6 +54,7 @@ class RunSummary(BaseModel):
     metrics: dict[str, float | None] | None = None
     timings_s: dict[str, float | None] = {stage: None for stage in (*STAGES, "total")}
     train_tokens_per_s: float | None = None
+    resumed_from_epoch: int | None = None
     cached: bool = False
 
 
@@ -136,6 +137,7 @@ def _run_stages(
         with _timed(timings, "train"):
             trained = train_task(data, config, run_id)
         summary.train_tokens_per_s = round(trained.tokens_per_s, 1)
+        summary.resumed_from_epoch = trained.resumed_from_epoch
         if config.runs_stage("evaluate"):
             with _timed(timings, "evaluate"):
                 evaluation = evaluate_task(trained, data, config, run_id)

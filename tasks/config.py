@@ -85,6 +85,13 @@ class TrainConfig(_Section):
     early_stopping_from_epoch: int = Field(
         default=10, ge=0, description="No early stop before this epoch (the unigram plateau)."
     )
+    loss: Literal["exact", "sampled"] = Field(
+        default="exact", description="sampled: sampled softmax in training; evaluation is exact."
+    )
+    sampled_negatives: int = Field(default=512, gt=0, description="Negatives of --loss sampled.")
+    strategy: Literal["default", "mirrored", "multiworker"] = Field(
+        default="default", description="tf.distribute strategy; multiworker reads TF_CONFIG."
+    )
     seed: int = 42
 
 

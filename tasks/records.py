@@ -54,7 +54,12 @@ class TokenizedData(_Record):
 
 
 class TrainedModel(_Record):
-    """A fitted Keras model saved as .keras, with its per-epoch history."""
+    """A fitted Keras model saved as .keras, with its per-epoch history.
+
+    A fit resumed from a backup counts its restored epochs in `epochs_run` and `best_epoch`
+    (1-based over the whole fit), but `history`, `train_seconds` and `tokens_per_s` cover only the
+    epochs after `resumed_from_epoch`: those this process ran.
+    """
 
     path: Path
     epochs_run: int
@@ -63,6 +68,7 @@ class TrainedModel(_Record):
     train_seconds: float
     tokens_per_s: float
     padding_fraction: float
+    resumed_from_epoch: int = 0
 
 
 class Drift(_Record):

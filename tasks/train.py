@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import shutil
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import keras
@@ -17,6 +20,7 @@ from tasks import tracking
 from tasks.config import ModelConfig, PipelineConfig, TrainConfig
 from tasks.model import build_language_model
 from tasks.records import TokenizedData, TrainedModel
+from tasks.sampled_softmax import SampledSoftmaxTraining
 from tasks.windows import load_windows
 
 logger = logging.getLogger(__name__)
@@ -25,6 +29,10 @@ logger = logging.getLogger(__name__)
 # sizes (vocab 10000, emb 64, GRU 64, batch 32, max_len 40, random ids, steady-state epochs):
 # 13-20 k target tokens/s with jit_compile=True vs 8.8-9.3 k with False.
 JIT_COMPILE = True
+
+# BackupAndRestore's file names in its backup_dir (keras/src/callbacks/backup_and_restore.py).
+BACKUP_METADATA = "training_metadata.json"
+BACKUP_WEIGHTS = "latest.weights.h5"
 
 
 def make_dataset(
@@ -41,6 +49,40 @@ def make_dataset(
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 
+def distribution_strategy(name: str) -> tf.distribute.Strategy:
+    """mirrored: every local GPU (one CPU replica without one); multiworker: the cluster in
+    TF_CONFIG (a single worker without it); default: no distribution."""
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multiworker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def _compiled(model: keras.Model, train_cfg: TrainConfig) -> keras.Model:
+    """`model` compiled for training: the exact loss from logits, or a sampled-softmax trainer
+    around it. Validation and metrics are the exact ones either way."""
+    fitted = model
+    if train_cfg.loss == "sampled":
+        fitted = SampledSoftmaxTraining(model, train_cfg.sampled_negatives)
+    fitted.compile(
+        optimizer=keras.optimizers.Adam(learning_rate=train_cfg.learning_rate),
+        # Divide by the number of real targets, not B×T, so exp(loss) is the per-token perplexity.
+        loss=keras.losses.SparseCategoricalCrossentropy(
+            from_logits=True, reduction="mean_with_sample_weight"
+        ),
+        weighted_metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+        # XLA has no kernel for the candidate sampler of the sampled loss.
+        jit_compile=JIT_COMPILE and train_cfg.loss == "exact",
+    )
+    if train_cfg.loss == "sampled":
+        # Build the trainer and its exact validation metrics: BackupAndRestore needs a built
+        # model, and the end-of-epoch logs read every metric.
+        dummy = np.zeros((1, 2), np.int32)
+        fitted.evaluate(dummy, dummy, verbose=0)
+    return fitted
+
+
 def train_model(
     data: TokenizedData,
     model_cfg: ModelConfig,
@@ -49,6 +91,12 @@ def train_model(
     callbacks: list[keras.callbacks.Callback] | None = None,
 ) -> TrainedModel:
     """Fit the GRU model on the train split, early-stopped on the val split; save model.keras.
+
+    After every epoch the weights and optimizer state are backed up in ``out_dir/backup``; a fit
+    killed part way resumes from its last finished epoch when called again with the same
+    `out_dir` (keyed on data and config by the caller); a successful fit deletes the backup.
+    Early stopping's best weights are not in the backup: a resumed fit restores the best epoch
+    among those it ran itself.
 
     Raises:
         ValueError: the train or val split yields no windows (no review has two tokens).
@@ -72,18 +120,21 @@ def train_model(
         len(x_val),
     )
 
-    keras.utils.set_random_seed(train_cfg.seed)
-    model = build_language_model(data.vocab_size, model_cfg.embedding_dim, model_cfg.units)
-    model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate=train_cfg.learning_rate),
-        # Divide by the number of real targets, not B×T, so exp(loss) is the per-token perplexity.
-        loss=keras.losses.SparseCategoricalCrossentropy(
-            from_logits=True, reduction="mean_with_sample_weight"
-        ),
-        weighted_metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
-        jit_compile=JIT_COMPILE,
-    )
+    def new_models() -> tuple[keras.Model, keras.Model]:
+        keras.utils.set_random_seed(train_cfg.seed)
+        with distribution_strategy(train_cfg.strategy).scope():
+            model = build_language_model(data.vocab_size, model_cfg.embedding_dim, model_cfg.units)
+            return model, _compiled(model, train_cfg)
+
+    backup_dir = out_dir / "backup"
+    resumed_from_epoch = _resumable_epoch(backup_dir, new_models, train_cfg.epochs)
+    if resumed_from_epoch:
+        logger.info("resuming from epoch %d (backup in %s)", resumed_from_epoch, backup_dir)
+    model, fitted_model = new_models()
     fit_callbacks = [
+        # Restores the epoch, the weights and the optimizer state. TerminateOnNaN raising skips
+        # on_train_end, so a failed fit keeps its backup.
+        keras.callbacks.BackupAndRestore(str(backup_dir)),
         keras.callbacks.TerminateOnNaN(raise_error=True),
         keras.callbacks.EarlyStopping(
             monitor="val_loss",
@@ -95,7 +146,7 @@ def train_model(
     ]
     seed = train_cfg.seed
     started = time.perf_counter()
-    fitted = model.fit(
+    fitted = fitted_model.fit(
         make_dataset(x_train, y_train, train_cfg.batch_size, shuffle=True, seed=seed),
         validation_data=make_dataset(x_val, y_val, train_cfg.batch_size, shuffle=False, seed=seed),
         epochs=train_cfg.epochs,
@@ -110,7 +161,7 @@ def train_model(
         # exp of a diverged (huge but finite) loss is inf, not an OverflowError.
         with np.errstate(over="ignore"):
             history[key.replace("loss", "perplexity")] = np.exp(history[key]).tolist()
-    epochs_run = len(history["loss"])
+    epochs_here = len(history["loss"])  # the history holds only the epochs after a resume
 
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "model.keras"
@@ -121,36 +172,70 @@ def train_model(
     finally:
         tmp.unlink(missing_ok=True)
 
+    best_here = int(np.argmin(history["val_loss"]))
     trained = TrainedModel(
         path=path,
-        epochs_run=epochs_run,
-        best_epoch=int(np.argmin(history["val_loss"])) + 1,
+        epochs_run=resumed_from_epoch + epochs_here,
+        best_epoch=resumed_from_epoch + best_here + 1,
         history=history,
         train_seconds=train_seconds,
-        tokens_per_s=train_targets * epochs_run / train_seconds,
+        tokens_per_s=train_targets * epochs_here / train_seconds,
         padding_fraction=padding_fraction,
+        resumed_from_epoch=resumed_from_epoch,
     )
     logger.info(
         "trained %d epochs (best %d, val perplexity %.1f) in %.1f s, %.0f tokens/s",
-        epochs_run,
+        trained.epochs_run,
         trained.best_epoch,
-        history["val_perplexity"][trained.best_epoch - 1],
+        history["val_perplexity"][best_here],
         train_seconds,
         trained.tokens_per_s,
     )
     return trained
 
 
-def _learning_curve_png(history: dict[str, list[float]], path: Path) -> Path:
+def _resumable_epoch(
+    backup_dir: Path, new_models: Callable[[], tuple[keras.Model, keras.Model]], epochs: int
+) -> int:
+    """The epochs finished in the backup in `backup_dir`, 0 without one; deletes a corrupt one.
+
+    BackupAndRestore falls back only on OSError, and then only to a previous backup: a truncated
+    metadata JSON, truncated weights or weights of another architecture (model code changed under
+    the same config) would fail every retry. Loading into a throwaway model proves the backup loads.
+    """
+    if not backup_dir.exists():
+        return 0
+    try:
+        return _backup_epoch(backup_dir, new_models()[1], epochs)
+    except Exception as error:  # whatever fails to load here would fail BackupAndRestore too
+        reason = f"{type(error).__name__}: {next(iter(str(error).splitlines()), '')}"
+        logger.warning("backup in %s is corrupt (%s); training starts over", backup_dir, reason)
+        shutil.rmtree(backup_dir)
+        return 0
+
+
+def _backup_epoch(backup_dir: Path, fitted_model: keras.Model, epochs: int) -> int:
+    epoch = json.loads((backup_dir / BACKUP_METADATA).read_text())["epoch"]
+    # 0: no epoch finished; `epochs`: the fit ended but died before deleting its backup.
+    if type(epoch) is not int or not 0 < epoch < epochs:
+        raise ValueError(f"{BACKUP_METADATA} says epoch {epoch!r}, not one of 1..{epochs - 1}")
+    with fitted_model.distribute_strategy.scope():  # as BackupAndRestore loads inside fit
+        fitted_model.optimizer.build(fitted_model.trainable_variables)
+        fitted_model.load_weights(backup_dir / BACKUP_WEIGHTS)
+    return epoch
+
+
+def _learning_curve_png(history: dict[str, list[float]], first_epoch: int, path: Path) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    epochs = range(1, len(history["loss"]) + 1)
+    epochs = range(first_epoch, first_epoch + len(history["loss"]))
     figure, axes = plt.subplots(1, 2, figsize=(10, 4))
     for axis, key in zip(axes, ("perplexity", "accuracy"), strict=True):
-        axis.plot(epochs, history[key], marker="o", label=f"train {key}")
+        if key in history:  # no train accuracy with --loss sampled
+            axis.plot(epochs, history[key], marker="o", label=f"train {key}")
         axis.plot(epochs, history[f"val_{key}"], marker="o", label=f"val {key}")
         axis.set_xlabel("epoch")
         axis.set_title(key)
@@ -176,8 +261,11 @@ def train_task(data: TokenizedData, config: PipelineConfig, run_id: str) -> Trai
             "padding_fraction": trained.padding_fraction,
             "epochs_run": trained.epochs_run,
             "best_epoch": trained.best_epoch,
+            "resumed_from_epoch": trained.resumed_from_epoch,
         },
     )
-    curve = _learning_curve_png(trained.history, out_dir / "learning_curve.png")
+    curve = _learning_curve_png(
+        trained.history, trained.resumed_from_epoch + 1, out_dir / "learning_curve.png"
+    )
     tracking.log_artifact(run_id, curve)
     return trained

@@ -173,3 +173,31 @@ def test_val_split_without_windows_is_refused(tmp_path: Path) -> None:
     data = toy_data(tmp_path, val_reviews=[[3], [4]])
     with pytest.raises(ValueError, match=r"val\.parquet yields no training windows"):
         train_model(data, ModelConfig(), TrainConfig(), tmp_path / "out")
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"loss": "sampled", "sampled_negatives": 4}, {"strategy": "mirrored"}],
+    ids=["sampled-loss", "mirrored-strategy"],
+)
+def test_training_options_learn_and_save_the_plain_model(tmp_path: Path, options: dict) -> None:
+    """Sampled softmax trains, but validation is exact; a strategy changes nothing saved."""
+    data = toy_data(tmp_path)
+    cfg = TrainConfig(epochs=4, batch_size=16, max_len=8, learning_rate=0.02, **options)
+    result = train_model(data, ModelConfig(embedding_dim=8, units=16), cfg, tmp_path / "out")
+
+    history = result.history
+    assert set(history) >= {"loss", "val_loss", "val_accuracy", "val_perplexity"}
+    assert history["val_loss"][-1] < history["val_loss"][0] < np.log(TOY_VOCAB)
+    model = keras.models.load_model(result.path, compile=False)
+    assert model.name == "gru_language_model"
+    model.compile(
+        loss=keras.losses.SparseCategoricalCrossentropy(
+            from_logits=True, reduction="mean_with_sample_weight"
+        )
+    )
+    exact = model.evaluate(
+        make_dataset(*load_windows(data.split_path("val"), 8), 16, shuffle=False, seed=0),
+        verbose=0,
+    )  # the exact loss of the best weights, which early stopping restored
+    assert min(history["val_loss"]) == pytest.approx(exact, rel=1e-4)
