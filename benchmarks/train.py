@@ -1,0 +1,337 @@
+# ruff: noqa: E402  (the path fix below must run before the imports)
+"""Training throughput: our train step against the tutorial's straightforward Keras build.
+
+Both train on the same windows at the seed sizes (vocab 10 000, embedding 64, GRU 64, max_len 40,
+batch 32), in one process:
+
+- reference: Embedding(mask_zero=True) → GRU → Dense(softmax), loss
+  ``sparse_categorical_crossentropy`` on probabilities, ``accuracy``, adam, default compile (no
+  XLA), fed the padded windows as plain (x, y) batches;
+- ours: exactly the train step of ``tasks/train.py``: ``tasks.model.build_language_model``
+  (logits, no mask), ``SparseCategoricalCrossentropy(from_logits=True,
+  reduction="mean_with_sample_weight")`` with sample weights ``y != 0``, weighted accuracy, adam,
+  ``jit_compile=tasks.train.JIT_COMPILE``, batches from ``tasks.train.make_dataset``;
+- extra rows, one lever each: ours at batch 128; ours with ``steps_per_execution=8``.
+
+Data: reviews of random ids drawn from a Zipf-like distribution (id 1..vocab-1), lengths
+log-normal around 45 tokens clipped to 5..200, packed and cut by ``tasks.windows``
+(``pack_sequences`` + ``make_windows``), shuffled once (seeded); every row trains on the same
+first ``steps × 32`` windows, in the same order (batch 128 takes a quarter of the steps).
+
+Method (timings on this shared 2-core machine are noisy): each build is compiled and warmed up
+with a short ``fit`` that is not timed; then each measurement is one ``model.fit(epochs=1)`` over
+the windows (what training does per epoch), in rounds ``reference, ours, extras…`` repeated
+``--repeats`` times, plus a last reference round, so that drift hits both; the medians are
+reported. Real tokens/s counts only non-padding targets. The time is the epoch's, from its first
+batch to ``on_epoch_end`` (a callback), not the whole ``fit`` call: after ``on_train_end`` a
+one-epoch ``fit`` here often idles up to ~10 s more before returning (whole-``fit`` times cluster
+at 10.2 and 20.5 s), while the tf.data iterator is torn down; with the datasets' AUTOTUNE turned
+off (``Options().autotune.enabled = False``) the stall was gone, so it looks like waiting for
+tf.data's autotuning thread. Between the epochs of one long ``fit`` it cost 0.3–1 s. The
+whole-``fit`` times are printed too, and the share of the CPU other processes took during each
+measurement (from /proc/stat), to tell noise from signal.
+
+FLOPs per real token (matrix products only; biases, gate non-linearities, softmax and the
+embedding gather/scatter add < 5 %), with E = embedding, U = GRU units, V = vocab:
+
+    forward  = 2·3U·(E + U)   (GRU, reset_after: input and recurrent kernels, 3 gates)
+             + 2·U·V          (Dense to the vocabulary)
+    training ≈ 3 × forward    (the backward pass does two products per forward product)
+
+≈ 4.0 MFLOP per token at the seed sizes. GFLOP/s = real tokens/s × that; padded positions are
+computed too, so the hardware does 1 / (1 − padding) times more. The GEMM ceiling is the best
+fp32 ``tf.matmul`` rate (tf.function, with and without XLA; median of repeats) over the Dense
+layer's shape (B·T)×U @ U×V and a 2048² square; the Dense shape (inner dimension only 64) reaches
+much less than the square, and it is where most of the training FLOPs are.
+
+    .venv/bin/python benchmarks/train.py [--repeats 3] [--steps 150] [--quick]
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# benchmarks/tokenize.py shadows the standard library's `tokenize` (which `inspect`, used by
+# TensorFlow, imports): take this directory off the import path first, and put the repository on it.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tasks.model import build_language_model
+from tasks.train import JIT_COMPILE, make_dataset
+from tasks.windows import make_windows, pack_sequences
+
+VOCAB, EMBEDDING, UNITS, BATCH, MAX_LEN = 10_000, 64, 64, 32, 40
+SEED = 0
+WARMUP_STEPS = 16
+
+
+def flops_per_token(vocab: int = VOCAB, embedding: int = EMBEDDING, units: int = UNITS) -> float:
+    """Training FLOPs per target token (see the module docstring)."""
+    forward = 2 * 3 * units * (embedding + units) + 2 * units * vocab
+    return 3.0 * forward
+
+
+def make_reviews_windows(n_windows: int, seed: int = SEED) -> tuple[np.ndarray, np.ndarray]:
+    """`n_windows` shuffled (x, y) windows cut by `tasks.windows` from Zipf-distributed reviews."""
+    rng = np.random.default_rng(seed)
+    ranks = np.arange(1, VOCAB, dtype=np.float64)
+    probabilities = 1.0 / (ranks + 2.7) ** 1.07  # Zipf–Mandelbrot, close to English word counts
+    probabilities /= probabilities.sum()
+    reviews: list[np.ndarray] = []
+    x = y = np.zeros((0, MAX_LEN), np.int32)
+    while len(x) < n_windows:
+        lengths = np.clip(rng.lognormal(np.log(45), 0.8, size=1000), 5, 200).astype(np.int64)
+        ids = rng.choice(np.arange(1, VOCAB, dtype=np.int32), size=lengths.sum(), p=probabilities)
+        reviews += np.split(ids, np.cumsum(lengths)[:-1])
+        x, y = make_windows(pack_sequences(reviews), MAX_LEN)
+    order = np.random.default_rng(seed).permutation(len(x))[:n_windows]
+    return x[order], y[order]
+
+
+def reference_model() -> keras.Model:
+    """The tutorial's build: masked embedding, softmax output, loss on probabilities, no XLA."""
+    keras.utils.set_random_seed(SEED)
+    model = keras.Sequential(
+        [
+            keras.Input(shape=(None,), dtype="int32"),
+            keras.layers.Embedding(VOCAB, EMBEDDING, mask_zero=True),
+            keras.layers.GRU(UNITS, return_sequences=True, recurrent_initializer="glorot_uniform"),
+            keras.layers.Dense(VOCAB, activation="softmax"),
+        ]
+    )
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
+def our_model(steps_per_execution: int = 1) -> keras.Model:
+    """The model and compile of `tasks/train.py` (exact loss from logits)."""
+    keras.utils.set_random_seed(SEED)
+    model = build_language_model(VOCAB, EMBEDDING, UNITS)
+    model.compile(
+        optimizer="adam",
+        loss=keras.losses.SparseCategoricalCrossentropy(
+            from_logits=True, reduction="mean_with_sample_weight"
+        ),
+        weighted_metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+        jit_compile=JIT_COMPILE,
+        steps_per_execution=steps_per_execution,
+    )
+    return model
+
+
+class _EpochClock(keras.callbacks.Callback):
+    """Times an epoch from its first batch to its end, inside `fit`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.first_batch = self.epoch_end = 0.0
+
+    def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
+        if batch == 0:
+            self.first_batch = time.perf_counter()
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        self.epoch_end = time.perf_counter()
+
+
+@dataclass
+class Build:
+    """One row of the table: a compiled model and the dataset it trains on."""
+
+    name: str
+    model: keras.Model
+    dataset: tf.data.Dataset
+    warmup_seconds: float = 0.0
+    seconds: list[float] = field(default_factory=list)  # first batch → end of epoch
+    fit_seconds: list[float] = field(default_factory=list)  # the whole `fit` call
+    others_cpu: list[float] = field(default_factory=list)
+
+    def warm_up(self) -> None:
+        started = time.perf_counter()
+        self.model.fit(self.dataset.take(WARMUP_STEPS), epochs=1, shuffle=False, verbose=0)
+        self.warmup_seconds = time.perf_counter() - started
+
+    def measure(self) -> None:
+        clock = _EpochClock()
+        busy, own = _cpu_seconds()
+        started = time.perf_counter()
+        self.model.fit(self.dataset, epochs=1, shuffle=False, verbose=0, callbacks=[clock])
+        elapsed = time.perf_counter() - started
+        self.fit_seconds.append(elapsed)
+        self.seconds.append(clock.epoch_end - clock.first_batch)
+        busy_after, own_after = _cpu_seconds()
+        cores = os.cpu_count() or 1
+        self.others_cpu.append(max(0.0, busy_after - busy - (own_after - own)) / elapsed / cores)
+
+
+def _cpu_seconds() -> tuple[float, float]:
+    """(CPU seconds the whole machine was busy or stolen by the host, CPU seconds of this process).
+
+    Their difference over a measurement is what other processes took: the noise indicator."""
+    own = sum(os.times()[:2])
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    except OSError:  # not Linux: no indicator
+        return own, own
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(f) for f in fields[:8])
+    busy = (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+    return busy, own
+
+
+def gemm_ceiling(repeats: int, min_seconds: float) -> dict[str, float]:
+    """Best fp32 GFLOP/s of tf.matmul per shape (median of `repeats`), jit'd or not."""
+    rng = np.random.default_rng(SEED)
+    shapes = {
+        f"({BATCH}·{MAX_LEN})x{UNITS} @ {UNITS}x{VOCAB}": (BATCH * MAX_LEN, UNITS, VOCAB),
+        "2048x2048 @ 2048x2048": (2048, 2048, 2048),
+    }
+    results: dict[str, float] = {}
+    for label, (m, k, n) in shapes.items():
+        a = tf.constant(rng.standard_normal((m, k), dtype=np.float32))
+        b = tf.constant(rng.standard_normal((k, n), dtype=np.float32))
+        for jit in (False, True):
+            matmul = tf.function(tf.linalg.matmul, jit_compile=jit)
+            matmul(a, b).numpy()  # trace and compile
+            rates = []
+            for _ in range(repeats):
+                calls, started = 0, time.perf_counter()
+                while (elapsed := time.perf_counter() - started) < min_seconds:
+                    matmul(a, b).numpy()
+                    calls += 1
+                rates.append(2.0 * m * k * n * calls / elapsed / 1e9)
+            results[f"{label}{' (XLA)' if jit else ''}"] = statistics.median(rates)
+    return results
+
+
+def _run_rounds(builds: list[Build], repeats: int, log: Callable[[str], None]) -> None:
+    reference, others = builds[0], builds[1:]
+    for round_ in range(repeats):
+        for build in (reference, *others):
+            build.measure()
+            log(
+                f"round {round_ + 1}/{repeats}: {build.name}: {build.seconds[-1]:.1f} s "
+                f"(fit {build.fit_seconds[-1]:.1f} s) "
+                f"(other processes: {100 * build.others_cpu[-1]:.0f} % of the CPU)"
+            )
+    reference.measure()  # reference after the last round too
+    log(
+        f"final: {reference.name}: {reference.seconds[-1]:.1f} s "
+        f"(fit {reference.fit_seconds[-1]:.1f} s) "
+        f"(other processes: {100 * reference.others_cpu[-1]:.0f} % of the CPU)"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3, help="rounds of measurements")
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=150,
+        help="batches of 32 per measurement (rounded up to a multiple of 8)",
+    )
+    parser.add_argument("--quick", action="store_true", help="smoke run: 16 steps, 1 round")
+    args = parser.parse_args()
+    repeats, steps = (1, 16) if args.quick else (args.repeats, args.steps)
+    steps = -(-steps // 8) * 8  # whole executions of 8 and whole batches of 128
+    started = time.perf_counter()
+
+    def log(message: str) -> None:
+        print(f"[{time.perf_counter() - started:6.0f} s] {message}", file=sys.stderr, flush=True)
+
+    x, y = make_reviews_windows(steps * BATCH)
+    real_tokens = int(np.count_nonzero(y))
+    padding = 1.0 - real_tokens / y.size
+    log(f"{len(x)} windows, {real_tokens} real targets, {100 * padding:.1f}% padding")
+
+    gemm = gemm_ceiling(repeats=1 if args.quick else 5, min_seconds=0.3 if args.quick else 1.5)
+    ceiling = max(gemm.values())
+    log("GEMM " + ", ".join(f"{label}: {rate:.0f} GFLOP/s" for label, rate in gemm.items()))
+
+    plain = tf.data.Dataset.from_tensor_slices((x, y)).batch(BATCH).prefetch(tf.data.AUTOTUNE)
+    builds = [
+        Build("reference (tutorial: mask, softmax, no XLA)", reference_model(), plain),
+        Build(
+            f"ours (logits, no mask, jit={JIT_COMPILE})",
+            our_model(),
+            make_dataset(x, y, BATCH, shuffle=False, seed=SEED),
+        ),
+        Build(
+            "ours, batch 128",
+            our_model(),
+            make_dataset(x, y, 4 * BATCH, shuffle=False, seed=SEED),
+        ),
+        Build(
+            "ours, steps_per_execution=8",
+            our_model(steps_per_execution=8),
+            make_dataset(x, y, BATCH, shuffle=False, seed=SEED),
+        ),
+    ]
+    for build in builds:
+        build.warm_up()
+        log(f"warm-up {build.name}: {build.warmup_seconds:.1f} s")
+    _run_rounds(builds, repeats, log)
+
+    per_token = flops_per_token()
+    reference_rate = real_tokens / statistics.median(builds[0].seconds)
+    print(
+        f"\nTraining throughput, vocab {VOCAB}, embedding {EMBEDDING}, GRU {UNITS}, "
+        f"max_len {MAX_LEN}, {len(x)} windows per measurement, median of "
+        f"{len(builds[1].seconds)} ({len(builds[0].seconds)} for the reference), "
+        f"{os.cpu_count()} cores\n"
+    )
+    print("| build | real tokens/s | × reference | GFLOP/s | % of GEMM ceiling |")
+    print("|---|---:|---:|---:|---:|")
+    for build in builds:
+        rate = real_tokens / statistics.median(build.seconds)
+        gflops = rate * per_token / 1e9
+        print(
+            f"| {build.name} | {rate:,.0f} | {rate / reference_rate:.2f}× | {gflops:.1f} | "
+            f"{100 * gflops / ceiling:.0f} % |"
+        )
+    print(
+        f"\nPadding: {100 * padding:.1f} % of target positions "
+        f"({real_tokens:,} real of {y.size:,}). "
+        f"FLOPs per real token: {per_token / 1e6:.2f} M (3 × forward matmuls). "
+        f"GEMM ceiling: {ceiling:.0f} GFLOP/s fp32 ("
+        + "; ".join(f"{label}: {rate:.0f}" for label, rate in gemm.items())
+        + ")."
+    )
+    print(
+        "Measurements, epoch s / whole fit s (% of the CPU taken by other processes): "
+        + "; ".join(
+            f"{build.name}: "
+            + ", ".join(
+                f"{sec:.1f}/{fit:.1f} ({100 * other:.0f} %)"
+                for sec, fit, other in zip(
+                    build.seconds, build.fit_seconds, build.others_cpu, strict=True
+                )
+            )
+            for build in builds
+        )
+        + "."
+    )
+    print(
+        "Warm-up (compile + 16 steps, not timed): "
+        + "; ".join(f"{build.name}: {build.warmup_seconds:.1f} s" for build in builds)
+        + f". Wall time: {time.perf_counter() - started:.0f} s."
+    )
+
+
+if __name__ == "__main__":
+    main()
