@@ -7,20 +7,25 @@ batch 32), in one process:
 - reference: Embedding(mask_zero=True) → GRU → Dense(softmax), loss
   ``sparse_categorical_crossentropy`` on probabilities, ``accuracy``, adam, default compile (no
   XLA), fed the padded windows as plain (x, y) batches;
-- ours: exactly the train step of ``tasks/train.py``: ``tasks.model.build_language_model``
-  (logits, no mask), ``SparseCategoricalCrossentropy(from_logits=True,
-  reduction="mean_with_sample_weight")`` with sample weights ``y != 0``, weighted accuracy, adam,
-  ``jit_compile=tasks.train.JIT_COMPILE``, batches from ``tasks.train.make_dataset``;
-- extra rows, one lever each: ours at batch 128; ours with ``steps_per_execution=8``.
+- ours: exactly the train step of ``tasks/train.py`` at the default ``TrainConfig``:
+  ``tasks.model.build_language_model`` (logits, no mask), ``tasks.train.compile_for_training``
+  (``tasks.softmax_loss``: the exact cross-entropy from logits with a fused gradient, weighted by
+  ``y != 0``, and the target-has-the-top-logit accuracy; adam; ``jit_compile``), batches from
+  ``tasks.train.make_dataset`` (windows batched by length into ``buckets`` widths);
+- extra rows, one lever each, taken away from or added to ours: no length buckets; Keras' own
+  loss and argmax accuracy; the output layer in bfloat16 (the CPU has AVX512_BF16);
+  ``steps_per_execution=8``; batch 128.
 
 Data: reviews of random ids drawn from a Zipf-like distribution (id 1..vocab-1), lengths
 log-normal around 45 tokens clipped to 5..200, packed and cut by ``tasks.windows``
 (``pack_sequences`` + ``make_windows``), shuffled once (seeded); every row trains on the same
-first ``steps × 32`` windows, in the same order (batch 128 takes a quarter of the steps).
+first ``steps × 32`` windows (ours in the batches its length buckets make; batch 128 takes a
+quarter of the steps).
 
 Method (timings on this shared 2-core machine are noisy): each build is compiled and warmed up
-with a short ``fit`` that is not timed; then each measurement is one ``model.fit(epochs=1)`` over
-the windows (what training does per epoch), in rounds ``reference, ours, extras…`` repeated
+with one epoch that is not timed (XLA compiles one program per bucket width); then each
+measurement is one ``model.fit(epochs=1)`` over the windows (what training does per epoch), in
+rounds ``reference, ours, extras…`` repeated
 ``--repeats`` times, plus a last reference round, so that drift hits both; the medians are
 reported. Real tokens/s counts only non-padding targets. The time is the epoch's, from its first
 batch to ``on_epoch_end`` (a callback), not the whole ``fit`` call: after ``on_train_end`` a
@@ -39,7 +44,8 @@ embedding gather/scatter add < 5 %), with E = embedding, U = GRU units, V = voca
     training ≈ 3 × forward    (the backward pass does two products per forward product)
 
 ≈ 4.0 MFLOP per token at the seed sizes. GFLOP/s = real tokens/s × that; padded positions are
-computed too, so the hardware does 1 / (1 − padding) times more. The GEMM ceiling is the best
+computed too, so the hardware does 1 / (1 − padding) times more (the padding left after cutting
+batches to their bucket width is printed). The GEMM ceiling is the best
 fp32 ``tf.matmul`` rate (tf.function, with and without XLA; median of repeats) over the Dense
 layer's shape (B·T)×U @ U×V and a 2048² square; the Dense shape (inner dimension only 64) reaches
 much less than the square, and it is where most of the training FLOPs are.
@@ -71,13 +77,13 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tasks.config import TrainConfig
 from tasks.model import build_language_model
-from tasks.train import JIT_COMPILE, make_dataset
-from tasks.windows import make_windows, pack_sequences
+from tasks.train import JIT_COMPILE, compile_for_training, make_dataset
+from tasks.windows import bucket_widths, make_windows, pack_sequences
 
 VOCAB, EMBEDDING, UNITS, BATCH, MAX_LEN = 10_000, 64, 64, 32, 40
 SEED = 0
-WARMUP_STEPS = 16
 
 
 def flops_per_token(vocab: int = VOCAB, embedding: int = EMBEDDING, units: int = UNITS) -> float:
@@ -118,20 +124,37 @@ def reference_model() -> keras.Model:
     return model
 
 
-def our_model(steps_per_execution: int = 1) -> keras.Model:
-    """The model and compile of `tasks/train.py` (exact loss from logits)."""
+def our_model(
+    train_cfg: TrainConfig, steps_per_execution: int = 1, keras_loss: bool = False
+) -> keras.Model:
+    """The model and compile of `tasks/train.py`; `keras_loss`: with Keras' own loss and argmax
+    accuracy instead of `tasks.softmax_loss` (the lever that module is)."""
     keras.utils.set_random_seed(SEED)
-    model = build_language_model(VOCAB, EMBEDDING, UNITS)
-    model.compile(
-        optimizer="adam",
-        loss=keras.losses.SparseCategoricalCrossentropy(
-            from_logits=True, reduction="mean_with_sample_weight"
-        ),
-        weighted_metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
-        jit_compile=JIT_COMPILE,
-        steps_per_execution=steps_per_execution,
+    model = compile_for_training(
+        build_language_model(VOCAB, EMBEDDING, UNITS), train_cfg, steps_per_execution
     )
+    if keras_loss:
+        model.compile(
+            optimizer="adam",
+            loss=keras.losses.SparseCategoricalCrossentropy(
+                from_logits=True, reduction="mean_with_sample_weight"
+            ),
+            weighted_metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+            jit_compile=JIT_COMPILE,
+        )
     return model
+
+
+def bf16_output_model(train_cfg: TrainConfig) -> keras.Model:
+    """Ours with the output layer computing in bfloat16 (``mixed_bfloat16``; weights fp32)."""
+    keras.utils.set_random_seed(SEED)
+    ids = keras.Input(shape=(None,), dtype="int32")
+    hidden = keras.layers.Embedding(VOCAB, EMBEDDING)(ids)
+    hidden = keras.layers.GRU(UNITS, return_sequences=True, recurrent_initializer="glorot_uniform")(
+        hidden
+    )
+    logits = keras.layers.Dense(VOCAB, dtype="mixed_bfloat16")(hidden)
+    return compile_for_training(keras.Model(ids, logits), train_cfg)
 
 
 class _EpochClock(keras.callbacks.Callback):
@@ -163,7 +186,7 @@ class Build:
 
     def warm_up(self) -> None:
         started = time.perf_counter()
-        self.model.fit(self.dataset.take(WARMUP_STEPS), epochs=1, shuffle=False, verbose=0)
+        self.model.fit(self.dataset, epochs=1, shuffle=False, verbose=0)
         self.warmup_seconds = time.perf_counter() - started
 
     def measure(self) -> None:
@@ -257,30 +280,41 @@ def main() -> None:
     x, y = make_reviews_windows(steps * BATCH)
     real_tokens = int(np.count_nonzero(y))
     padding = 1.0 - real_tokens / y.size
-    log(f"{len(x)} windows, {real_tokens} real targets, {100 * padding:.1f}% padding")
+    cfg = TrainConfig(batch_size=BATCH, max_len=MAX_LEN)
+    bucketed_padding = 1.0 - real_tokens / int(bucket_widths(y, cfg.buckets).sum())
+    log(
+        f"{len(x)} windows, {real_tokens} real targets, {100 * padding:.1f}% padding, "
+        f"{100 * bucketed_padding:.1f}% in {cfg.buckets} buckets"
+    )
 
     gemm = gemm_ceiling(repeats=1 if args.quick else 5, min_seconds=0.3 if args.quick else 1.5)
     ceiling = max(gemm.values())
     log("GEMM " + ", ".join(f"{label}: {rate:.0f} GFLOP/s" for label, rate in gemm.items()))
 
     plain = tf.data.Dataset.from_tensor_slices((x, y)).batch(BATCH).prefetch(tf.data.AUTOTUNE)
+    buckets = cfg.buckets
+
+    def ours_data(batch: int = BATCH, buckets: int = buckets) -> tf.data.Dataset:
+        return make_dataset(x, y, batch, shuffle=False, seed=SEED, buckets=buckets)
+
     builds = [
         Build("reference (tutorial: mask, softmax, no XLA)", reference_model(), plain),
         Build(
-            f"ours (logits, no mask, jit={JIT_COMPILE})",
-            our_model(),
-            make_dataset(x, y, BATCH, shuffle=False, seed=SEED),
+            f"ours ({buckets} length buckets, fused loss, jit={JIT_COMPILE})",
+            our_model(cfg),
+            ours_data(),
         ),
         Build(
-            "ours, batch 128",
-            our_model(),
-            make_dataset(x, y, 4 * BATCH, shuffle=False, seed=SEED),
+            "ours without buckets (every batch max_len wide)", our_model(cfg), ours_data(buckets=1)
         ),
         Build(
-            "ours, steps_per_execution=8",
-            our_model(steps_per_execution=8),
-            make_dataset(x, y, BATCH, shuffle=False, seed=SEED),
+            "ours with Keras' loss and argmax accuracy",
+            our_model(cfg, keras_loss=True),
+            ours_data(),
         ),
+        Build("ours, output layer in bfloat16", bf16_output_model(cfg), ours_data()),
+        Build("ours, steps_per_execution=8", our_model(cfg, steps_per_execution=8), ours_data()),
+        Build("ours, batch 128", our_model(cfg), ours_data(batch=4 * BATCH)),
     ]
     for build in builds:
         build.warm_up()
@@ -306,7 +340,8 @@ def main() -> None:
         )
     print(
         f"\nPadding: {100 * padding:.1f} % of target positions "
-        f"({real_tokens:,} real of {y.size:,}). "
+        f"({real_tokens:,} real of {y.size:,}), {100 * bucketed_padding:.1f} % after cutting "
+        f"batches to {cfg.buckets} bucket widths. "
         f"FLOPs per real token: {per_token / 1e6:.2f} M (3 × forward matmuls). "
         f"GEMM ceiling: {ceiling:.0f} GFLOP/s fp32 ("
         + "; ".join(f"{label}: {rate:.0f}" for label, rate in gemm.items())
@@ -327,7 +362,7 @@ def main() -> None:
         + "."
     )
     print(
-        "Warm-up (compile + 16 steps, not timed): "
+        "Warm-up (compile + one epoch, not timed): "
         + "; ".join(f"{build.name}: {build.warmup_seconds:.1f} s" for build in builds)
         + f". Wall time: {time.perf_counter() - started:.0f} s."
     )

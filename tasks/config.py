@@ -81,6 +81,9 @@ class TrainConfig(_Section):
     batch_size: int = Field(default=32, gt=0)
     learning_rate: float = Field(default=2e-3, gt=0.0)
     max_len: int = Field(default=40, ge=2, description="Tokens per training window.")
+    buckets: int = Field(
+        default=4, ge=1, description="Batch windows by length in this many widths up to max_len."
+    )
     early_stopping_patience: int = Field(default=3, ge=1)
     early_stopping_from_epoch: int = Field(
         default=10, ge=0, description="No early stop before this epoch (the unigram plateau)."

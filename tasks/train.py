@@ -21,7 +21,8 @@ from tasks.config import ModelConfig, PipelineConfig, TrainConfig
 from tasks.model import build_language_model
 from tasks.records import TokenizedData, TrainedModel
 from tasks.sampled_softmax import SampledSoftmaxTraining
-from tasks.windows import load_windows
+from tasks.softmax_loss import SoftmaxCrossEntropy, TopOneAccuracy
+from tasks.windows import bucket_widths, load_windows
 
 logger = logging.getLogger(__name__)
 
@@ -36,16 +37,31 @@ BACKUP_WEIGHTS = "latest.weights.h5"
 
 
 def make_dataset(
-    x: np.ndarray, y: np.ndarray, batch_size: int, shuffle: bool, seed: int
+    x: np.ndarray, y: np.ndarray, batch_size: int, shuffle: bool, seed: int, buckets: int = 1
 ) -> tf.data.Dataset:
-    """Batches of (x, y, sample_weight = (y != 0)): padding targets count for nothing."""
-    dataset = tf.data.Dataset.from_tensor_slices((x, y))
+    """Batches of (x, y, sample_weight = (y != 0)): padding targets count for nothing.
+
+    With `buckets` > 1 a batch holds windows of one bucket width (`bucket_widths`) and is cut to
+    it: a batch of short windows computes no max_len-wide padding. Batches leave in the order
+    their bucket fills, which the seeded shuffle decides; the last ones are partial."""
+    widths = bucket_widths(y, buckets)
+    dataset = tf.data.Dataset.from_tensor_slices((x, y, widths))
     if shuffle:
         dataset = dataset.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
-    dataset = dataset.batch(batch_size).map(
-        lambda xb, yb: (xb, yb, tf.cast(tf.not_equal(yb, 0), tf.float32)),
-        num_parallel_calls=tf.data.AUTOTUNE,
+    dataset = dataset.group_by_window(
+        key_func=lambda xw, yw, width: tf.cast(width, tf.int64),
+        reduce_func=lambda _, windows: windows.batch(batch_size),
+        window_size=batch_size,
     )
+
+    def cut_and_weigh(xb: tf.Tensor, yb: tf.Tensor, width: tf.Tensor) -> tuple[tf.Tensor, ...]:
+        xb, yb = xb[:, : width[0]], yb[:, : width[0]]
+        return xb, yb, tf.cast(tf.not_equal(yb, 0), tf.float32)
+
+    dataset = dataset.map(cut_and_weigh, num_parallel_calls=tf.data.AUTOTUNE)
+    # Each width's last batch is partial: a known count, which Keras cannot infer for it.
+    batches = int(np.sum(-(-np.unique(widths, return_counts=True)[1] // batch_size)))
+    dataset = dataset.apply(tf.data.experimental.assert_cardinality(batches))
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 
@@ -59,21 +75,23 @@ def distribution_strategy(name: str) -> tf.distribute.Strategy:
     return tf.distribute.get_strategy()
 
 
-def _compiled(model: keras.Model, train_cfg: TrainConfig) -> keras.Model:
+def compile_for_training(
+    model: keras.Model, train_cfg: TrainConfig, steps_per_execution: int = 1
+) -> keras.Model:
     """`model` compiled for training: the exact loss from logits, or a sampled-softmax trainer
-    around it. Validation and metrics are the exact ones either way."""
+    around it. Validation and metrics are the exact ones either way. (`steps_per_execution` > 1
+    is a lever benchmarks/train.py measures; it did not pay.)"""
     fitted = model
     if train_cfg.loss == "sampled":
         fitted = SampledSoftmaxTraining(model, train_cfg.sampled_negatives)
     fitted.compile(
         optimizer=keras.optimizers.Adam(learning_rate=train_cfg.learning_rate),
         # Divide by the number of real targets, not B×T, so exp(loss) is the per-token perplexity.
-        loss=keras.losses.SparseCategoricalCrossentropy(
-            from_logits=True, reduction="mean_with_sample_weight"
-        ),
-        weighted_metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+        loss=SoftmaxCrossEntropy(reduction="mean_with_sample_weight"),
+        weighted_metrics=[TopOneAccuracy()],
         # XLA has no kernel for the candidate sampler of the sampled loss.
         jit_compile=JIT_COMPILE and train_cfg.loss == "exact",
+        steps_per_execution=steps_per_execution,
     )
     if train_cfg.loss == "sampled":
         # Build the trainer and its exact validation metrics: BackupAndRestore needs a built
@@ -111,7 +129,7 @@ def train_model(
                 "than 2 tokens; provide more data or a larger val_fraction"
             )
     train_targets = int(np.count_nonzero(y_train))
-    padding_fraction = 1.0 - train_targets / y_train.size
+    padding_fraction = 1.0 - train_targets / int(bucket_widths(y_train, train_cfg.buckets).sum())
     logger.info(
         "train: %d windows, %d targets, %.1f%% padding; val: %d windows",
         len(x_train),
@@ -124,7 +142,7 @@ def train_model(
         keras.utils.set_random_seed(train_cfg.seed)
         with distribution_strategy(train_cfg.strategy).scope():
             model = build_language_model(data.vocab_size, model_cfg.embedding_dim, model_cfg.units)
-            return model, _compiled(model, train_cfg)
+            return model, compile_for_training(model, train_cfg)
 
     backup_dir = out_dir / "backup"
     resumed_from_epoch = _resumable_epoch(backup_dir, new_models, train_cfg.epochs)
@@ -144,11 +162,13 @@ def train_model(
         ),
         *(callbacks or []),
     ]
-    seed = train_cfg.seed
+    seed, batch, buckets = train_cfg.seed, train_cfg.batch_size, train_cfg.buckets
     started = time.perf_counter()
     fitted = fitted_model.fit(
-        make_dataset(x_train, y_train, train_cfg.batch_size, shuffle=True, seed=seed),
-        validation_data=make_dataset(x_val, y_val, train_cfg.batch_size, shuffle=False, seed=seed),
+        make_dataset(x_train, y_train, batch, shuffle=True, seed=seed, buckets=buckets),
+        validation_data=make_dataset(
+            x_val, y_val, batch, shuffle=False, seed=seed, buckets=buckets
+        ),
         epochs=train_cfg.epochs,
         shuffle=False,  # the training dataset shuffles itself, seeded
         callbacks=fit_callbacks,

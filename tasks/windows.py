@@ -4,7 +4,8 @@ Reviews are cut into windows of ``max_len + 1`` tokens with stride ``max_len``: 
 share one token (the last target of one is the first input of the next), so every token of a review
 except its first is a target exactly once. Windows are right-padded with 0; padding targets get
 sample weight 0 in training and are skipped in evaluation (see ``tasks/model.py`` for why the model
-itself does not mask).
+itself does not mask). Training batches windows of similar length and cuts each batch to a bucket
+width (`bucket_widths`), so that most of the padding is never computed.
 """
 
 from __future__ import annotations
@@ -60,6 +61,18 @@ def make_windows(sequences: Sequences, max_len: int) -> tuple[np.ndarray, np.nda
     positions = np.where(positions < offsets[1:][review][:, None], positions, len(values))
     windows = np.append(values, np.int32(0)).astype(np.int32)[positions]
     return np.ascontiguousarray(windows[:, :-1]), np.ascontiguousarray(windows[:, 1:])
+
+
+def bucket_widths(y: np.ndarray, buckets: int) -> np.ndarray:
+    """Each window's width in training: its real targets rounded up to one of `buckets` widths
+    spread evenly up to the window length (at max_len 40 and 4 buckets: 10, 20, 30, 40).
+
+    A window's targets are a real prefix then padding, so cutting it to a width ≥ that prefix
+    changes no loss. Few widths keep XLA compiling few shapes (one per width)."""
+    max_len = y.shape[1]
+    edges = -(-max_len * np.arange(1, buckets + 1) // buckets)  # ceil, last == max_len
+    real = np.count_nonzero(y, axis=1)
+    return edges[np.searchsorted(edges, real)].astype(np.int32)
 
 
 def load_windows(split_path: Path, max_len: int) -> tuple[np.ndarray, np.ndarray]:

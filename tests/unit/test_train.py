@@ -13,7 +13,7 @@ import pytest
 from tasks.config import ModelConfig, TrainConfig
 from tasks.records import TokenizedData, TrainedModel
 from tasks.train import make_dataset, train_model
-from tasks.windows import load_windows, pack_sequences
+from tasks.windows import bucket_widths, load_windows, pack_sequences
 
 TOY_VOCAB = 12
 
@@ -104,6 +104,42 @@ def test_dataset_weights_mask_padding_and_shuffle_is_seeded() -> None:
     np.testing.assert_array_equal(batches[0][0], again[0][0])
     in_order = next(make_dataset(x, y, batch_size=4, shuffle=False, seed=3).as_numpy_iterator())
     np.testing.assert_array_equal(in_order[0], x[:4])
+
+
+def test_bucket_widths_round_real_targets_up() -> None:
+    real = np.array([1, 2, 3, 4, 5, 9, 10, 11, 40])
+    y = (np.arange(40) < real[:, None]).astype(np.int32)
+    np.testing.assert_array_equal(bucket_widths(y, 4), [10, 10, 10, 10, 10, 10, 10, 20, 40])
+    np.testing.assert_array_equal(bucket_widths(y, 1), [40] * 9)
+    # max_len 7 in 3 buckets: ceil(7/3), ceil(14/3), 7
+    np.testing.assert_array_equal(bucket_widths(y[:4, :7], 3), [3, 3, 3, 5])
+
+
+def test_bucketed_batches_keep_every_target_and_cut_only_padding(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    write_split(tmp_path / "s.parquet", [list(range(1, n + 1)) for n in rng.integers(2, 30, 300)])
+    x, y = load_windows(tmp_path / "s.parquet", max_len=12)
+    batches = list(make_dataset(x, y, 8, shuffle=True, seed=5, buckets=3).as_numpy_iterator())
+
+    dataset = make_dataset(x, y, 8, shuffle=True, seed=5, buckets=3)
+    assert dataset.cardinality() == len(batches)  # Keras' progress bar knows the steps
+    widths = {xb.shape[1] for xb, _, _ in batches}
+    assert widths == {4, 8, 12}
+    for xb, yb, wb in batches:
+        assert len(xb) <= 8
+        # Every window of a batch needs its width: it has a real target in the last 4 columns.
+        assert np.all(yb[:, -4:].any(axis=1)) or xb.shape[1] == 4
+        np.testing.assert_array_equal(wb, (yb != 0).astype(np.float32))
+    # The same (input, target) pairs as the unbucketed windows, each once.
+    pairs = sorted(
+        (int(a), int(b))
+        for xb, yb, _ in batches
+        for a, b in zip(xb[yb != 0], yb[yb != 0], strict=True)
+    )
+    assert pairs == sorted(zip(x[y != 0].tolist(), y[y != 0].tolist(), strict=True))
+    again = list(make_dataset(x, y, 8, shuffle=True, seed=5, buckets=3).as_numpy_iterator())
+    for (xb, _, _), (xa, _, _) in zip(batches, again, strict=True):
+        np.testing.assert_array_equal(xb, xa)
 
 
 def test_pack_sequences_matches_flat_layout() -> None:
@@ -197,7 +233,9 @@ def test_training_options_learn_and_save_the_plain_model(tmp_path: Path, options
         )
     )
     exact = model.evaluate(
-        make_dataset(*load_windows(data.split_path("val"), 8), 16, shuffle=False, seed=0),
+        make_dataset(
+            *load_windows(data.split_path("val"), 8), 16, shuffle=False, seed=0, buckets=cfg.buckets
+        ),
         verbose=0,
-    )  # the exact loss of the best weights, which early stopping restored
+    )  # the exact loss of the best weights, which early stopping restored, in the same batches
     assert min(history["val_loss"]) == pytest.approx(exact, rel=1e-4)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import shutil
 from pathlib import Path
 
@@ -13,7 +12,7 @@ import pytest
 
 from tasks.config import ModelConfig, TrainConfig
 from tasks.records import TokenizedData
-from tasks.train import BACKUP_METADATA, BACKUP_WEIGHTS, train_model
+from tasks.train import BACKUP_METADATA, BACKUP_WEIGHTS, make_dataset, train_model
 from tasks.windows import load_windows
 from tests.unit.test_train import toy_data
 
@@ -77,8 +76,9 @@ def test_interrupted_fit_resumes_from_its_last_epoch(
     assert result.tokens_per_s > 0
     assert not (out / "backup").exists()  # a finished fit deletes its backup
     # The optimizer state was restored too: its step count spans all the epochs.
-    windows, _ = load_windows(data.split_path("train"), TRAIN.max_len)
-    steps_per_epoch = math.ceil(len(windows) / TRAIN.batch_size)
+    windows = load_windows(data.split_path("train"), TRAIN.max_len)
+    batches = make_dataset(*windows, TRAIN.batch_size, True, TRAIN.seed, buckets=TRAIN.buckets)
+    steps_per_epoch = int(batches.cardinality())
     optimizer = keras.models.load_model(result.path).optimizer
     assert int(optimizer.iterations.numpy()) == TRAIN.epochs * steps_per_epoch
 
