@@ -32,8 +32,8 @@ lint: install ## ruff lint + format check, mypy
 	$(BIN)/mypy flows tasks
 
 format: install ## Apply ruff fixes and formatting
-	$(BIN)/ruff check --fix flows tasks tests
-	$(BIN)/ruff format flows tasks tests
+	$(BIN)/ruff check --fix flows tasks tests benchmarks
+	$(BIN)/ruff format flows tasks tests benchmarks
 
 bench: install ## Run every benchmark in benchmarks/ (ratios against a reference, same run)
 	@for script in benchmarks/*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
