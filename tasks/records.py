@@ -65,9 +65,9 @@ class TrainedModel(_Record):
     epochs_run: int
     best_epoch: int
     history: dict[str, list[float]]
-    train_seconds: float
-    tokens_per_s: float
-    padding_fraction: float
+    train_seconds: float  # the whole fit, validation and compiling included
+    tokens_per_s: float  # real targets / the median epoch's training phase (`TrainPhaseClock`)
+    padding_fraction: float  # of the positions computed, after cutting batches to bucket widths
     resumed_from_epoch: int = 0
 
 

@@ -65,6 +65,32 @@ def make_dataset(
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 
+class TrainPhaseClock(keras.callbacks.Callback):
+    """Seconds of each epoch's training phase: from its start to validation (or its end).
+
+    Tokens per second over these, at the median epoch, is what benchmarks/train.py measures:
+    validation, and XLA compiling in the first epoch, are not training throughput."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seconds: list[float] = []
+        self._started: float | None = None
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self._started = time.perf_counter()
+
+    def on_test_begin(self, logs: dict | None = None) -> None:
+        self._stop()
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        self._stop()
+
+    def _stop(self) -> None:
+        if self._started is not None:  # validation inside fit, not a separate evaluate
+            self.seconds.append(time.perf_counter() - self._started)
+            self._started = None
+
+
 def distribution_strategy(name: str) -> tf.distribute.Strategy:
     """mirrored: every local GPU (one CPU replica without one); multiworker: the cluster in
     TF_CONFIG (a single worker without it); default: no distribution."""
@@ -149,7 +175,9 @@ def train_model(
     if resumed_from_epoch:
         logger.info("resuming from epoch %d (backup in %s)", resumed_from_epoch, backup_dir)
     model, fitted_model = new_models()
+    clock = TrainPhaseClock()
     fit_callbacks = [
+        clock,
         # Restores the epoch, the weights and the optimizer state. TerminateOnNaN raising skips
         # on_train_end, so a failed fit keeps its backup.
         keras.callbacks.BackupAndRestore(str(backup_dir)),
@@ -199,7 +227,7 @@ def train_model(
         best_epoch=resumed_from_epoch + best_here + 1,
         history=history,
         train_seconds=train_seconds,
-        tokens_per_s=train_targets * epochs_here / train_seconds,
+        tokens_per_s=train_targets / float(np.median(clock.seconds)),
         padding_fraction=padding_fraction,
         resumed_from_epoch=resumed_from_epoch,
     )

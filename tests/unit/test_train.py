@@ -170,7 +170,12 @@ def test_training_lowers_the_loss_and_records_history(
     np.testing.assert_allclose(history["val_perplexity"], np.exp(history["val_loss"]))
     assert result.best_epoch == int(np.argmin(history["val_loss"])) + 1
     assert 0.0 < result.padding_fraction < 1.0
-    assert result.tokens_per_s > 0 and result.train_seconds > 0
+    # Throughput counts the training phase only: more than the whole fit's average, which has
+    # XLA compiling and validation in it.
+    train_targets = np.count_nonzero(
+        load_windows(result.path.parent.parent / "train.parquet", 8)[1]
+    )
+    assert result.tokens_per_s > train_targets * 3 / result.train_seconds > 0
 
 
 def test_saved_model_reloads(trained: tuple[TrainedModel, TokenizedData]) -> None:
