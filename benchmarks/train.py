@@ -80,7 +80,7 @@ import tensorflow as tf
 from tasks.config import TrainConfig
 from tasks.model import build_language_model
 from tasks.train import JIT_COMPILE, compile_for_training, make_dataset
-from tasks.windows import bucket_widths, make_windows, pack_sequences
+from tasks.windows import computed_positions, make_windows, pack_sequences
 
 VOCAB, EMBEDDING, UNITS, BATCH, MAX_LEN = 10_000, 64, 64, 32, 40
 SEED = 0
@@ -281,7 +281,7 @@ def main() -> None:
     real_tokens = int(np.count_nonzero(y))
     padding = 1.0 - real_tokens / y.size
     cfg = TrainConfig(batch_size=BATCH, max_len=MAX_LEN)
-    bucketed_padding = 1.0 - real_tokens / int(bucket_widths(y, cfg.buckets).sum())
+    bucketed_padding = 1.0 - real_tokens / computed_positions(y, BATCH, cfg.buckets)
     log(
         f"{len(x)} windows, {real_tokens} real targets, {100 * padding:.1f}% padding, "
         f"{100 * bucketed_padding:.1f}% in {cfg.buckets} buckets"

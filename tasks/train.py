@@ -22,7 +22,7 @@ from tasks.model import build_language_model
 from tasks.records import TokenizedData, TrainedModel
 from tasks.sampled_softmax import SampledSoftmaxTraining
 from tasks.softmax_loss import SoftmaxCrossEntropy, TopOneAccuracy
-from tasks.windows import bucket_widths, load_windows
+from tasks.windows import bucket_widths, computed_positions, load_windows
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +43,10 @@ def make_dataset(
 
     With `buckets` > 1 a batch holds windows of one bucket width (`bucket_widths`) and is cut to
     it: a batch of short windows computes no max_len-wide padding. Batches leave in the order
-    their bucket fills, which the seeded shuffle decides; the last ones are partial."""
+    their bucket fills, which the seeded shuffle decides. A bucket's last batch is filled up with
+    all-padding rows (weight 0): every batch of a width has one shape, which XLA compiles once.
+    tf.data's autotuning is off: it stalled some epochs by seconds here, and this pipeline only
+    slices arrays."""
     widths = bucket_widths(y, buckets)
     dataset = tf.data.Dataset.from_tensor_slices((x, y, widths))
     if shuffle:
@@ -54,15 +57,18 @@ def make_dataset(
         window_size=batch_size,
     )
 
-    def cut_and_weigh(xb: tf.Tensor, yb: tf.Tensor, width: tf.Tensor) -> tuple[tf.Tensor, ...]:
-        xb, yb = xb[:, : width[0]], yb[:, : width[0]]
+    def cut_fill_and_weigh(xb: tf.Tensor, yb: tf.Tensor, width: tf.Tensor) -> tuple[tf.Tensor, ...]:
+        fill = [[0, batch_size - tf.shape(xb)[0]], [0, 0]]
+        xb, yb = tf.pad(xb[:, : width[0]], fill), tf.pad(yb[:, : width[0]], fill)
         return xb, yb, tf.cast(tf.not_equal(yb, 0), tf.float32)
 
-    dataset = dataset.map(cut_and_weigh, num_parallel_calls=tf.data.AUTOTUNE)
-    # Each width's last batch is partial: a known count, which Keras cannot infer for it.
+    dataset = dataset.map(cut_fill_and_weigh)
+    # A count Keras cannot infer through group_by_window: one partial batch per width.
     batches = int(np.sum(-(-np.unique(widths, return_counts=True)[1] // batch_size)))
-    dataset = dataset.apply(tf.data.experimental.assert_cardinality(batches))
-    return dataset.prefetch(tf.data.AUTOTUNE)
+    dataset = dataset.apply(tf.data.experimental.assert_cardinality(batches)).prefetch(2)
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return dataset.with_options(options)
 
 
 class TrainPhaseClock(keras.callbacks.Callback):
@@ -155,7 +161,8 @@ def train_model(
                 "than 2 tokens; provide more data or a larger val_fraction"
             )
     train_targets = int(np.count_nonzero(y_train))
-    padding_fraction = 1.0 - train_targets / int(bucket_widths(y_train, train_cfg.buckets).sum())
+    computed = computed_positions(y_train, train_cfg.batch_size, train_cfg.buckets)
+    padding_fraction = 1.0 - train_targets / computed
     logger.info(
         "train: %d windows, %d targets, %.1f%% padding; val: %d windows",
         len(x_train),

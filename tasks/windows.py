@@ -75,6 +75,13 @@ def bucket_widths(y: np.ndarray, buckets: int) -> np.ndarray:
     return edges[np.searchsorted(edges, real)].astype(np.int32)
 
 
+def computed_positions(y: np.ndarray, batch_size: int, buckets: int) -> int:
+    """Positions a training epoch computes: each bucket's batches are batch_size × its width,
+    the last one filled up with all-padding rows."""
+    widths, counts = np.unique(bucket_widths(y, buckets), return_counts=True)
+    return int(np.sum(-(-counts // batch_size) * batch_size * widths))
+
+
 def load_windows(split_path: Path, max_len: int) -> tuple[np.ndarray, np.ndarray]:
     """`make_windows` over the reviews of one split's Parquet file."""
     return make_windows(read_sequences(split_path), max_len)

@@ -13,7 +13,7 @@ import pytest
 from tasks.config import ModelConfig, TrainConfig
 from tasks.records import TokenizedData, TrainedModel
 from tasks.train import make_dataset, train_model
-from tasks.windows import bucket_widths, load_windows, pack_sequences
+from tasks.windows import bucket_widths, computed_positions, load_windows, pack_sequences
 
 TOY_VOCAB = 12
 
@@ -95,7 +95,8 @@ def test_dataset_weights_mask_padding_and_shuffle_is_seeded() -> None:
     x = np.arange(1, 41, dtype=np.int32).reshape(10, 4)
     y = np.where(np.arange(4) < np.arange(10)[:, None] % 4 + 1, x + 100, 0).astype(np.int32)
     batches = list(make_dataset(x, y, batch_size=4, shuffle=True, seed=3).as_numpy_iterator())
-    assert [len(b[0]) for b in batches] == [4, 4, 2]
+    assert [len(b[0]) for b in batches] == [4, 4, 4]  # the last one filled up with padding
+    assert not batches[-1][1][2:].any()
     for xb, yb, wb in batches:
         assert wb.dtype == np.float32
         np.testing.assert_array_equal(wb, (yb != 0).astype(np.float32))
@@ -126,9 +127,12 @@ def test_bucketed_batches_keep_every_target_and_cut_only_padding(tmp_path: Path)
     widths = {xb.shape[1] for xb, _, _ in batches}
     assert widths == {4, 8, 12}
     for xb, yb, wb in batches:
-        assert len(xb) <= 8
-        # Every window of a batch needs its width: it has a real target in the last 4 columns.
-        assert np.all(yb[:, -4:].any(axis=1)) or xb.shape[1] == 4
+        assert len(xb) == 8  # filled up with all-padding rows if need be
+        # Every window of a batch needs its width: it has a real target in the last 4 columns
+        # (filler rows, all padding, come last).
+        windows = yb[yb.any(axis=1)]
+        assert not yb[len(windows) :].any()
+        assert np.all(windows[:, -4:].any(axis=1)) or xb.shape[1] == 4
         np.testing.assert_array_equal(wb, (yb != 0).astype(np.float32))
     # The same (input, target) pairs as the unbucketed windows, each once.
     pairs = sorted(
@@ -137,6 +141,7 @@ def test_bucketed_batches_keep_every_target_and_cut_only_padding(tmp_path: Path)
         for a, b in zip(xb[yb != 0], yb[yb != 0], strict=True)
     )
     assert pairs == sorted(zip(x[y != 0].tolist(), y[y != 0].tolist(), strict=True))
+    assert computed_positions(y, 8, 3) == sum(yb.size for _, yb, _ in batches)
     again = list(make_dataset(x, y, 8, shuffle=True, seed=5, buckets=3).as_numpy_iterator())
     for (xb, _, _), (xa, _, _) in zip(batches, again, strict=True):
         np.testing.assert_array_equal(xb, xa)
