@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import polars as pl
 import pyarrow.parquet as pq
 from prefect import task
@@ -165,6 +166,34 @@ def _text_digest(texts: pl.Series) -> pl.Series:
     return pl.Series([hashlib.sha1(t.encode()).hexdigest()[:16] for t in texts.to_list()])
 
 
+class _Seen:
+    """The review ids written so far. A batch is checked against sorted 64-bit hashes of them
+    (binary search, not a join that re-hashes every id seen: that made ingest quadratic); the ids
+    whose hash is there are confirmed on the ids themselves, so a collision drops no review."""
+
+    def __init__(self) -> None:
+        self.hashes = np.empty(0, dtype=np.uint64)
+        self.ids = pl.DataFrame(schema={"review_id": pl.String, "hash": pl.UInt64})
+
+    def fresh(self, good: pl.DataFrame) -> pl.DataFrame:
+        """`good` without repeated ids: the first of a batch, none already seen; records them."""
+        unique = good.unique("review_id", keep="first", maintain_order=True)
+        hashes = unique["review_id"].hash(seed=0).to_numpy()
+        at = np.searchsorted(self.hashes, hashes).clip(max=max(len(self.hashes) - 1, 0))
+        maybe = self.hashes[at] == hashes if len(self.hashes) else np.zeros(len(hashes), bool)
+        if maybe.any():
+            known = self.ids.filter(pl.col("hash").is_in(pl.Series(hashes[maybe]).implode()))
+            repeated = pl.col("review_id").is_in(known["review_id"].implode())
+            keep = pl.Series(~maybe) | ~unique.select(repeated).to_series()
+            unique, hashes = unique.filter(keep), hashes[keep.to_numpy()]
+        new = np.sort(hashes)
+        self.hashes = np.insert(self.hashes, np.searchsorted(self.hashes, new), new)
+        self.ids = pl.concat(
+            [self.ids, unique.select("review_id", pl.Series("hash", hashes))], rechunk=False
+        )
+        return unique
+
+
 class _ParquetOut:
     """A Parquet file written batch by batch to a temp file, renamed into place at the end."""
 
@@ -243,7 +272,7 @@ def ingest(
     snapshot_out = _ParquetOut(out_dir, SNAPSHOT_SCHEMA)
     quarantine_out = _ParquetOut(out_dir, QUARANTINE_SCHEMA)
     content = hashlib.sha256()
-    seen = pl.DataFrame(schema={"review_id": pl.String})
+    seen = _Seen()
     read = duplicates = 0
     reasons: dict[str, int] = {}
     try:
@@ -251,11 +280,8 @@ def ingest(
             for columns, batch in read_ahead(open_batches(file, cfg.format, chunk_bytes)):
                 good, quarantine = _validate(file, columns, batch.frame, batch.replaced, cfg)
                 read += batch.frame.height
-                fresh = good.unique("review_id", keep="first", maintain_order=True).join(
-                    seen, on="review_id", how="anti", maintain_order="left"
-                )
+                fresh = seen.fresh(good)
                 duplicates += good.height - fresh.height
-                seen = pl.concat([seen, fresh.select("review_id")], rechunk=False)
                 for reason, count in quarantine["reason"].value_counts().iter_rows():
                     reasons[reason] = reasons.get(reason, 0) + count
                 snapshot_out.write(fresh)

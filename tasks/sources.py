@@ -278,7 +278,14 @@ def _field_counts(lines: pl.Series, separator: str, quoted: bool) -> pl.Series:
         line,
         pl.when("ends_inside").then(pl.lit('"')).otherwise(pl.lit("")),
     )
-    separators = closed.str.replace_all('"[^"]*"', "").str.count_matches(separator, literal=True)
+    # `closed` has balanced quotes, so a scan for quoted text or a separator only ever finds a
+    # separator outside quotes; minus the quoted texts, that counts them without a copy.
+    quoted_or_separator = f'"[^"]*"|[{separator}]'
+    separators = (
+        closed.str.count_matches(quoted_or_separator)
+        - (quotes + pl.col("starts_inside").cast(pl.UInt32) + pl.col("ends_inside").cast(pl.UInt32))
+        // 2
+    )
     last_line = pl.int_range(pl.len()) == pl.len() - 1
     records = frame.select(
         separators.cum_sum().alias("running"),

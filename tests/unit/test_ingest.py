@@ -3,11 +3,12 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pytest
 
 from tasks.config import IngestConfig
-from tasks.ingest import ingest
+from tasks.ingest import _Seen, ingest
 from tasks.records import InputError
 from tasks.sources import read_ahead
 
@@ -182,3 +183,15 @@ def test_read_ahead_keeps_order_passes_errors_and_stops_with_the_consumer() -> N
         if item == 5:
             break
     assert len(produced) <= 5 + 1 + 2 + 1  # taken, the one in hand, the queue, one being put
+
+
+def test_seen_ids_survive_a_hash_collision() -> None:
+    seen = _Seen()
+    first = seen.fresh(pl.DataFrame({"review_id": ["a", "b", "a"], "x": [1, 2, 3]}))
+    assert first["x"].to_list() == [1, 2]
+    # "c" collides with an id seen before: it is still new; "a" is not, "d" only once.
+    collision = pl.Series(["c"]).hash(seed=0).to_numpy()
+    seen.hashes = np.sort(np.concatenate([seen.hashes, collision]))
+    second = seen.fresh(pl.DataFrame({"review_id": ["c", "a", "d", "d"], "x": [4, 5, 6, 7]}))
+    assert second["x"].to_list() == [4, 6]
+    assert seen.fresh(pl.DataFrame({"review_id": ["d", "e"], "x": [8, 9]}))["x"].to_list() == [9]
