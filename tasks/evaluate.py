@@ -38,7 +38,7 @@ def evaluate_language_model(
     model_path: Path, test_path: Path, max_len: int, batch_size: int = 64
 ) -> dict[str, float]:
     """Load a .keras model and score it on a test split's Parquet file (see `evaluate_ids`)."""
-    model = keras.models.load_model(model_path)
+    model = keras.models.load_model(model_path, compile=False)  # forward passes only
     return evaluate_ids(model, read_sequences(test_path), max_len, batch_size)
 
 
@@ -255,7 +255,7 @@ def evaluate_task(
     trained: TrainedModel, data: TokenizedData, config: PipelineConfig, run_id: str
 ) -> Evaluation:
     test_path, max_len = data.split_path("test"), config.train.max_len
-    model = keras.models.load_model(trained.path)
+    model = keras.models.load_model(trained.path, compile=False)
     targets, _, nll, rank = score_targets(model, read_sequences(test_path), max_len)
     metrics = summarize_targets(targets, nll, rank)
     metrics |= baselines(data.split_path("train"), test_path, data.vocab_size)

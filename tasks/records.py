@@ -66,7 +66,7 @@ class TrainedModel(_Record):
     best_epoch: int
     history: dict[str, list[float]]
     train_seconds: float  # the whole fit, validation and compiling included
-    tokens_per_s: float  # real targets / the median epoch's training phase (`TrainPhaseClock`)
+    tokens_per_s: float  # real targets / median training phase after epoch 1 (`TrainPhaseClock`)
     padding_fraction: float  # of the positions computed, after cutting batches to bucket widths
     resumed_from_epoch: int = 0
 

@@ -50,6 +50,7 @@ class TopOneAccuracy(keras.metrics.Mean):
     def update_state(
         self, y_true: tf.Tensor, y_pred: tf.Tensor, sample_weight: tf.Tensor | None = None
     ) -> Any:
+        y_pred = tf.cast(y_pred, tf.float32)  # bf16 logits would tie often
         targets = tf.cast(y_true, tf.int32)[..., None]
         at_target = tf.gather(y_pred, targets, batch_dims=len(targets.shape) - 1)[..., 0]
         hits = tf.cast(at_target >= tf.reduce_max(y_pred, axis=-1), self.dtype)

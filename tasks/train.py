@@ -39,7 +39,11 @@ BACKUP_WEIGHTS = "latest.weights.h5"
 def make_dataset(
     x: np.ndarray, y: np.ndarray, batch_size: int, shuffle: bool, seed: int, buckets: int = 1
 ) -> tf.data.Dataset:
-    """Batches of (x, y, sample_weight = (y != 0)): padding targets count for nothing.
+    """Batches of (x, y, sample_weight): padding targets weigh 0, real ones batches / targets.
+
+    With that constant weight and the loss summed per batch (`compile_for_training`), Keras'
+    epoch loss, a mean over equally sized batches, is exactly the mean over every real target:
+    a batch of short windows counts for its few targets, not as much as a batch of long ones.
 
     With `buckets` > 1 a batch holds windows of one bucket width (`bucket_widths`) and is cut to
     it: a batch of short windows computes no max_len-wide padding. Batches leave in the order
@@ -57,14 +61,16 @@ def make_dataset(
         window_size=batch_size,
     )
 
+    # A count Keras cannot infer through group_by_window: one partial batch per width.
+    batches = int(np.sum(-(-np.unique(widths, return_counts=True)[1] // batch_size)))
+    target_weight = batches / max(int(np.count_nonzero(y)), 1)
+
     def cut_fill_and_weigh(xb: tf.Tensor, yb: tf.Tensor, width: tf.Tensor) -> tuple[tf.Tensor, ...]:
         fill = [[0, batch_size - tf.shape(xb)[0]], [0, 0]]
         xb, yb = tf.pad(xb[:, : width[0]], fill), tf.pad(yb[:, : width[0]], fill)
-        return xb, yb, tf.cast(tf.not_equal(yb, 0), tf.float32)
+        return xb, yb, tf.cast(tf.not_equal(yb, 0), tf.float32) * target_weight
 
     dataset = dataset.map(cut_fill_and_weigh)
-    # A count Keras cannot infer through group_by_window: one partial batch per width.
-    batches = int(np.sum(-(-np.unique(widths, return_counts=True)[1] // batch_size)))
     dataset = dataset.apply(tf.data.experimental.assert_cardinality(batches)).prefetch(2)
     options = tf.data.Options()
     options.autotune.enabled = False
@@ -74,8 +80,9 @@ def make_dataset(
 class TrainPhaseClock(keras.callbacks.Callback):
     """Seconds of each epoch's training phase: from its start to validation (or its end).
 
-    Tokens per second over these, at the median epoch, is what benchmarks/train.py measures:
-    validation, and XLA compiling in the first epoch, are not training throughput."""
+    Tokens per second at the median of these after the first epoch (which compiles; it counts
+    only when it is the one epoch run) is what benchmarks/train.py measures: validation and XLA
+    compiling are not training throughput."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -118,8 +125,9 @@ def compile_for_training(
         fitted = SampledSoftmaxTraining(model, train_cfg.sampled_negatives)
     fitted.compile(
         optimizer=keras.optimizers.Adam(learning_rate=train_cfg.learning_rate),
-        # Divide by the number of real targets, not B×T, so exp(loss) is the per-token perplexity.
-        loss=SoftmaxCrossEntropy(reduction="mean_with_sample_weight"),
+        # Summed with make_dataset's weights: the epoch loss is the mean over real targets, so
+        # exp(loss) is the per-token perplexity.
+        loss=SoftmaxCrossEntropy(reduction="sum"),
         weighted_metrics=[TopOneAccuracy()],
         # XLA has no kernel for the candidate sampler of the sampled loss.
         jit_compile=JIT_COMPILE and train_cfg.loss == "exact",
@@ -234,7 +242,7 @@ def train_model(
         best_epoch=resumed_from_epoch + best_here + 1,
         history=history,
         train_seconds=train_seconds,
-        tokens_per_s=train_targets / float(np.median(clock.seconds)),
+        tokens_per_s=train_targets / float(np.median(clock.seconds[1:] or clock.seconds)),
         padding_fraction=padding_fraction,
         resumed_from_epoch=resumed_from_epoch,
     )
