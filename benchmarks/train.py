@@ -22,19 +22,18 @@ log-normal around 45 tokens clipped to 5..200, packed and cut by ``tasks.windows
 first ``steps × 32`` windows (ours in the batches its length buckets make; batch 128 takes a
 quarter of the steps).
 
-Method (timings on this shared 2-core machine are noisy): each build is compiled and warmed up
-with one epoch that is not timed (XLA compiles one program per bucket width); then each
-measurement is one ``model.fit(epochs=1)`` over the windows (what training does per epoch), in
-rounds ``reference, ours, extras…`` repeated
-``--repeats`` times, plus a last reference round, so that drift hits both; the medians are
-reported. Real tokens/s counts only non-padding targets. The time is the epoch's, from its first
-batch to ``on_epoch_end`` (a callback), not the whole ``fit`` call: after ``on_train_end`` a
-one-epoch ``fit`` here often idles up to ~10 s more before returning (whole-``fit`` times cluster
-at 10.2 and 20.5 s), while the tf.data iterator is torn down; with the datasets' AUTOTUNE turned
-off (``Options().autotune.enabled = False``) the stall was gone, so it looks like waiting for
-tf.data's autotuning thread. Between the epochs of one long ``fit`` it cost 0.3–1 s. The
-whole-``fit`` times are printed too, and the share of the CPU other processes took during each
-measurement (from /proc/stat), to tell noise from signal.
+Method (timings on this shared 2-core machine are noisy): each build is compiled and warmed up with
+one epoch that is not timed (XLA compiles one program per bucket width); then each measurement is
+one ``model.fit(epochs=1)`` over the windows (what training does per epoch), in rounds ``reference,
+ours, extras…`` repeated ``--repeats`` times, plus a last reference round, so that drift hits both;
+the medians are reported. Real tokens/s counts only non-padding targets. The time is the epoch's,
+taken by ``tasks.train.TrainPhaseClock`` (the clock behind the run's ``train_tokens_per_s``), not
+the whole ``fit`` call: after ``on_train_end`` a one-epoch ``fit`` here often idles up to ~10 s
+more before returning (whole-``fit`` times cluster at 10.2 and 20.5 s), while the tf.data iterator
+is torn down; with the datasets' AUTOTUNE turned off (``Options().autotune.enabled = False``) the
+stall was gone, so it looks like waiting for tf.data's autotuning thread. Between the epochs of one
+long ``fit`` it cost 0.3–1 s. The whole-``fit`` times are printed too, and the share of the CPU
+other processes took during each measurement (from /proc/stat), to tell noise from signal.
 
 FLOPs per real token (matrix products only; biases, gate non-linearities, softmax and the
 embedding gather/scatter add < 5 %), with E = embedding, U = GRU units, V = vocab:
@@ -79,7 +78,7 @@ import tensorflow as tf
 
 from tasks.config import TrainConfig
 from tasks.model import build_language_model
-from tasks.train import JIT_COMPILE, compile_for_training, make_dataset
+from tasks.train import JIT_COMPILE, TrainPhaseClock, compile_for_training, make_dataset
 from tasks.windows import computed_positions, make_windows, pack_sequences
 
 VOCAB, EMBEDDING, UNITS, BATCH, MAX_LEN = 10_000, 64, 64, 32, 40
@@ -157,21 +156,6 @@ def bf16_output_model(train_cfg: TrainConfig) -> keras.Model:
     return compile_for_training(keras.Model(ids, logits), train_cfg)
 
 
-class _EpochClock(keras.callbacks.Callback):
-    """Times an epoch from its first batch to its end, inside `fit`."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.first_batch = self.epoch_end = 0.0
-
-    def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
-        if batch == 0:
-            self.first_batch = time.perf_counter()
-
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        self.epoch_end = time.perf_counter()
-
-
 @dataclass
 class Build:
     """One row of the table: a compiled model and the dataset it trains on."""
@@ -180,7 +164,7 @@ class Build:
     model: keras.Model
     dataset: tf.data.Dataset
     warmup_seconds: float = 0.0
-    seconds: list[float] = field(default_factory=list)  # first batch → end of epoch
+    seconds: list[float] = field(default_factory=list)  # the epoch, by TrainPhaseClock
     fit_seconds: list[float] = field(default_factory=list)  # the whole `fit` call
     others_cpu: list[float] = field(default_factory=list)
 
@@ -190,13 +174,13 @@ class Build:
         self.warmup_seconds = time.perf_counter() - started
 
     def measure(self) -> None:
-        clock = _EpochClock()
+        clock = TrainPhaseClock()
         busy, own = _cpu_seconds()
         started = time.perf_counter()
         self.model.fit(self.dataset, epochs=1, shuffle=False, verbose=0, callbacks=[clock])
         elapsed = time.perf_counter() - started
         self.fit_seconds.append(elapsed)
-        self.seconds.append(clock.epoch_end - clock.first_batch)
+        self.seconds.append(clock.seconds[0])
         busy_after, own_after = _cpu_seconds()
         cores = os.cpu_count() or 1
         self.others_cpu.append(max(0.0, busy_after - busy - (own_after - own)) / elapsed / cores)

@@ -22,7 +22,7 @@ from tasks.model import build_language_model
 from tasks.records import TokenizedData, TrainedModel
 from tasks.sampled_softmax import SampledSoftmaxTraining
 from tasks.softmax_loss import SoftmaxCrossEntropy, TopOneAccuracy
-from tasks.windows import bucket_widths, computed_positions, load_windows
+from tasks.windows import batches_per_width, bucket_widths, computed_positions, load_windows
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ def make_dataset(
     )
 
     # A count Keras cannot infer through group_by_window: one partial batch per width.
-    batches = int(np.sum(-(-np.unique(widths, return_counts=True)[1] // batch_size)))
+    batches = int(batches_per_width(widths, batch_size)[1].sum())
     target_weight = batches / max(int(np.count_nonzero(y)), 1)
 
     def cut_fill_and_weigh(xb: tf.Tensor, yb: tf.Tensor, width: tf.Tensor) -> tuple[tf.Tensor, ...]:

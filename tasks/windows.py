@@ -75,11 +75,17 @@ def bucket_widths(y: np.ndarray, buckets: int) -> np.ndarray:
     return edges[np.searchsorted(edges, real)].astype(np.int32)
 
 
+def batches_per_width(widths: np.ndarray, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct bucket widths and how many batches each makes (its last one partial)."""
+    distinct, counts = np.unique(widths, return_counts=True)
+    return distinct, -(-counts // batch_size)
+
+
 def computed_positions(y: np.ndarray, batch_size: int, buckets: int) -> int:
     """Positions a training epoch computes: each bucket's batches are batch_size × its width,
     the last one filled up with all-padding rows."""
-    widths, counts = np.unique(bucket_widths(y, buckets), return_counts=True)
-    return int(np.sum(-(-counts // batch_size) * batch_size * widths))
+    widths, batches = batches_per_width(bucket_widths(y, buckets), batch_size)
+    return int(np.sum(batches * batch_size * widths))
 
 
 def load_windows(split_path: Path, max_len: int) -> tuple[np.ndarray, np.ndarray]:
