@@ -9,10 +9,15 @@ RSS is its own, runs
 - the reference: csv module, html.unescape + re.sub + NFKC + lowercase, `re.findall`, a dict
   vocabulary from the train split, ids as Python lists, pyarrow Parquet write,
 
-both producing train/val/test Parquet of token ids with a 10 000-word vocabulary, and prints
-MB/s (input CSV size / wall time), tokens/s, peak RSS and the ratio.
+both producing train/val/test Parquet of token ids with a 10 000-word vocabulary, and
 
-    .venv/bin/python benchmarks/tokenize.py [--mb 200] [--only ours|reference] [--keep DIR]
+- the floor: polars' tokenizer alone, the least any polars-expression pipeline does (CSV scan,
+  title + body, lowercase, the same `extract_all`, tokens as categorical codes to Parquet; no
+  HTML clean-up, validation, de-duplication, split, vocabulary or ids), streaming on all cores,
+
+and prints MB/s (input CSV size / wall time), tokens/s, peak RSS and the ratios.
+
+    .venv/bin/python benchmarks/tokenize.py [--mb 200] [--only ours|reference|floor] [--keep DIR]
 
 `--mb 2048 --only ours` is the 2 GB streaming check (peak RSS must stay under 1.5 GB).
 """
@@ -162,8 +167,36 @@ def run_reference(source: Path, workdir: Path) -> dict[str, float]:
     }
 
 
+def run_floor(source: Path, workdir: Path) -> dict[str, float]:
+    """polars' tokenizer alone: the CSV's title + body → lowercase → tokens → categorical codes."""
+    import polars as pl
+
+    from tasks.text import token_pattern
+
+    started = time.perf_counter()
+    workdir.mkdir(parents=True, exist_ok=True)
+    text = pl.concat_str("review_title", "review_body", separator="\n", ignore_nulls=True)
+    tokens = text.str.to_lowercase().str.extract_all(token_pattern).cast(pl.List(pl.Categorical))
+    pl.scan_csv(source, infer_schema=False).select(
+        "review_id", tokens.alias("tokens")
+    ).sink_parquet(workdir / "tokens.parquet", compression="lz4")
+    seconds = time.perf_counter() - started
+    counts = pl.scan_parquet(workdir / "tokens.parquet").select(
+        pl.col("tokens").list.len().sum().alias("tokens"), pl.len().alias("reviews")
+    )
+    return {"seconds": seconds, **counts.collect().row(0, named=True)}
+
+
+RUNS = {"ours": run_ours, "reference": run_reference, "floor": run_floor}
+NAMES = {
+    "reference": "reference (csv + re + dict)",
+    "ours": "ours (polars, streaming)",
+    "floor": "floor (polars tokenizer alone)",
+}
+
+
 def _child(which: str, source: Path, workdir: Path) -> None:
-    result = (run_ours if which == "ours" else run_reference)(source, workdir)
+    result = RUNS[which](source, workdir)
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps(result))
 
@@ -192,11 +225,11 @@ def _median_run(runs: list[dict[str, float]]) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mb", type=int, default=200, help="Size of the generated CSV.")
-    parser.add_argument("--only", choices=["ours", "reference"], default=None)
+    parser.add_argument("--only", choices=list(RUNS), default=None)
     parser.add_argument("--repeats", type=int, default=3, help="Runs of each version.")
     parser.add_argument("--keep", type=Path, default=None, help="Work here and keep the files.")
     parser.add_argument("--csv", type=Path, default=None, help="Use this CSV, do not generate.")
-    parser.add_argument("--child", choices=["ours", "reference"], help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=list(RUNS), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         _child(args.child, args.csv, args.keep)
@@ -211,8 +244,8 @@ def main() -> None:
             generate(source, args.mb)
             print(f"generated {source} in {time.perf_counter() - started:.0f} s", file=sys.stderr)
         mb = source.stat().st_size / 1e6
-        # Reference before and after ours, `repeats` times; medians (timings here are noisy).
-        sides = [args.only] if args.only else ["reference", "ours"]
+        # Reference before and after the others, `repeats` times; medians (timings here are noisy).
+        sides = [args.only] if args.only else ["reference", "ours", "floor"]
         order = [*sides * args.repeats, *sides[:1] * (len(sides) > 1)]
         runs: dict[str, list[dict[str, float]]] = {side: [] for side in sides}
         for side in order:
@@ -223,16 +256,18 @@ def main() -> None:
         print("| version | time (s) | MB/s | tokens/s | reviews | peak RSS (MB) |")
         print("|---|---|---|---|---|---|")
         for side, r in results.items():
-            name = "ours (polars, streaming)" if side == "ours" else "reference (csv + re + dict)"
             print(
-                f"| {name} | {r['seconds']:.1f} | {mb / r['seconds']:.1f} | "
+                f"| {NAMES[side]} | {r['seconds']:.1f} | {mb / r['seconds']:.1f} | "
                 f"{r['tokens'] / r['seconds'] / 1e6:.2f} M | {r['reviews']:.0f} | "
                 f"{r['peak_rss_mb']:.0f} |"
             )
-        if len(results) == 2:
+        if {"ours", "reference"} <= results.keys():
             ratio = results["reference"]["seconds"] / results["ours"]["seconds"]
             same = results["ours"]["tokens"] == results["reference"]["tokens"]
             print(f"ours / reference: {ratio:.1f}x faster (same token count: {same})")
+        if {"ours", "floor"} <= results.keys():
+            share = results["floor"]["seconds"] / results["ours"]["seconds"]
+            print(f"the floor's time is {share:.0%} of ours")
         if "ours" in results:
             r = results["ours"]
             print(f"ours: ingest {r['ingest_s']:.1f} s, tokenize {r['tokenize_s']:.1f} s")
