@@ -20,8 +20,8 @@ $(VENV)/.installed: pyproject.toml uv.lock
 run: install ## Retrain on the demo data (or DATA=path/url) with embedded Prefect + MLflow
 	$(BIN)/reviewgru run $(if $(DATA),--data $(DATA))
 
-test: install ## Run the whole test suite (unit + integration)
-	$(BIN)/pytest
+test: install ## Run the whole test suite (unit + integration), a worker per core
+	$(BIN)/pytest -n auto --dist loadfile --durations=15
 
 test-unit: install ## Run the fast unit tests only
 	$(BIN)/pytest -m "not slow and not integration"

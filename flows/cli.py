@@ -18,6 +18,9 @@ from tasks.config import PRESETS
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no phoning home
 os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "tasks")  # stage logs in the run's log
+# The embedded Prefect server gets 20 s to start by default; a 2-core machine that is also
+# importing TensorFlow in another run took longer (a CI failure), so allow two minutes.
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 app = typer.Typer(
     help="Retrain, register and use a GRU next-word model of product reviews.",
