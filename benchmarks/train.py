@@ -129,31 +129,25 @@ def our_model(
     """The model and compile of `tasks/train.py`; `keras_loss`: with Keras' own loss and argmax
     accuracy instead of `tasks.softmax_loss` (the lever that module is)."""
     keras.utils.set_random_seed(SEED)
-    model = compile_for_training(
-        build_language_model(VOCAB, EMBEDDING, UNITS), train_cfg, steps_per_execution
+    model = build_language_model(VOCAB, EMBEDDING, UNITS)
+    if not keras_loss:
+        return compile_for_training(model, train_cfg, steps_per_execution)
+    model.compile(
+        optimizer="adam",
+        loss=keras.losses.SparseCategoricalCrossentropy(
+            from_logits=True, reduction="mean_with_sample_weight"
+        ),
+        weighted_metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+        jit_compile=JIT_COMPILE,
     )
-    if keras_loss:
-        model.compile(
-            optimizer="adam",
-            loss=keras.losses.SparseCategoricalCrossentropy(
-                from_logits=True, reduction="mean_with_sample_weight"
-            ),
-            weighted_metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
-            jit_compile=JIT_COMPILE,
-        )
     return model
 
 
 def bf16_output_model(train_cfg: TrainConfig) -> keras.Model:
     """Ours with the output layer computing in bfloat16 (``mixed_bfloat16``; weights fp32)."""
     keras.utils.set_random_seed(SEED)
-    ids = keras.Input(shape=(None,), dtype="int32")
-    hidden = keras.layers.Embedding(VOCAB, EMBEDDING)(ids)
-    hidden = keras.layers.GRU(UNITS, return_sequences=True, recurrent_initializer="glorot_uniform")(
-        hidden
-    )
-    logits = keras.layers.Dense(VOCAB, dtype="mixed_bfloat16")(hidden)
-    return compile_for_training(keras.Model(ids, logits), train_cfg)
+    model = build_language_model(VOCAB, EMBEDDING, UNITS, output_dtype="mixed_bfloat16")
+    return compile_for_training(model, train_cfg)
 
 
 @dataclass

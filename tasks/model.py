@@ -23,14 +23,17 @@ import numpy as np
 import tensorflow as tf
 
 
-def build_language_model(vocab_size: int, embedding_dim: int = 64, units: int = 64) -> keras.Model:
-    """Next-word model: int32 ids (B, T), any T → logits (B, T, vocab_size)."""
+def build_language_model(
+    vocab_size: int, embedding_dim: int = 64, units: int = 64, output_dtype: str | None = None
+) -> keras.Model:
+    """Next-word model: int32 ids (B, T), any T → logits (B, T, vocab_size). `output_dtype` is a
+    Keras dtype policy for the output layer (benchmarks/train.py measures "mixed_bfloat16")."""
     ids = keras.Input(shape=(None,), dtype="int32", name="ids")
     hidden = keras.layers.Embedding(vocab_size, embedding_dim, name="embedding")(ids)
     hidden = keras.layers.GRU(
         units, return_sequences=True, recurrent_initializer="glorot_uniform", name="gru"
     )(hidden)
-    logits = keras.layers.Dense(vocab_size, name="logits")(hidden)
+    logits = keras.layers.Dense(vocab_size, dtype=output_dtype, name="logits")(hidden)
     return keras.Model(ids, logits, name="gru_language_model")
 
 
