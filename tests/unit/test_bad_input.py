@@ -126,15 +126,15 @@ REFUSED: dict[str, tuple[str | None, bytes, IngestConfig, list[str]]] = {
     "truncated gzip": ("r.csv.gz", _truncated_gzip(), IngestConfig(), ["truncated", "download"]),
     "header without the needed columns": (
         "r.csv", b"id,body,stars\n1,hello,5\n", IngestConfig(),
-        ["found ['id', 'body', 'stars']", "expected ['review_title', 'review_body', 'star_rating']",
+        ["found ['id', 'body', 'stars']", "expected ['review_title', 'review_body']",
          "amazon-multilingual", "--text-column"],
     ),
     "duplicate header names": (
         "r.csv", (HEADER.strip() + ",review_body\nR1,5,t,b,en,b2\n").encode(), IngestConfig(),
         ["'review_body' appears more than once"],
     ),
-    "unterminated quote": (
-        "r.csv", _text('R1,5,t,"never closed,en\nR2,4,t,b,en\n'), IngestConfig(),
+    "unterminated quote, quoting forced": (
+        "r.csv", _text('R1,5,t,"never closed,en\nR2,4,t,b,en\n'), IngestConfig(quoting="csv"),
         ["malformed CSV quoting"],
     ),
     "not JSON Lines": ("r.jsonl", b"this is not json\n", IngestConfig(), ["not a JSON object"]),
@@ -185,7 +185,18 @@ def test_quarantine_keeps_the_original_content(tmp_path: Path) -> None:
         "file": str(tmp_path / "r.jsonl"), "row": 2, "reason": "bad_json",
         "raw": '{"review_id": "R1", oops}',
     }  # fmt: skip
-    (tmp_path / "r.csv").write_text(HEADER + "R1,5,t,b,en,surplus\n" + OK)
+    # CSV/TSV: the whole record as read, every surplus field and quoted line break kept
+    (tmp_path / "r.csv").write_text(
+        HEADER + 'R1,5,t,b,en,surplus,"more, ""and"" more"\r\n' + OK + 'R2,5,t,"two\r\nlines"\n'
+    )
     snap = ingest(str(tmp_path / "r.csv"), IngestConfig(), tmp_path / "out")
-    raw = json.loads(pl.read_parquet(snap.quarantine_path)["raw"].item())
-    assert raw["review_id"] == "R1" and raw["_extra"] == "surplus"
+    assert pl.read_parquet(snap.quarantine_path).select("row", "raw").rows() == [
+        (1, 'R1,5,t,b,en,surplus,"more, ""and"" more"'), (3, 'R2,5,t,"two\r\nlines"'),
+    ]  # fmt: skip
+    # Parquet: its fields as JSON
+    pl.DataFrame({"review_title": ["t", ""], "review_body": ["b", " "]}).write_parquet(
+        tmp_path / "r.pq"
+    )
+    snap = ingest(str(tmp_path / "r.pq"), IngestConfig(), tmp_path / "out")
+    raw = pl.read_parquet(snap.quarantine_path)["raw"].item()
+    assert json.loads(raw) == {"review_title": "", "review_body": " ", "_extra": None}
