@@ -167,16 +167,43 @@ def input_digest(files: list[str]) -> str:
     return digest.hexdigest()[:16]
 
 
+class _Holding:
+    """A handle that keeps what it was opened through alive: a zip member's handle reads through
+    its archive's filesystem, which fsspec would otherwise collect (and close) at once."""
+
+    def __init__(self, fh: IO[bytes], opened: fsspec.core.OpenFile) -> None:
+        self.fh, self.opened = fh, opened
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.fh, name)
+
+    def close(self) -> None:
+        self.fh.close()
+        self.opened.close()
+
+    def __enter__(self) -> _Holding:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _open_stream(file: str, compression: str | None) -> IO[bytes]:
+    opened = fsspec.open(file, "rb", compression=compression)
+    fh: IO[bytes] = opened.open()
+    return cast(IO[bytes], _Holding(fh, opened)) if "::" in file else fh
+
+
 def _open(file: str) -> tuple[IO[bytes], bytes]:
     """The file opened for reading (decompressed by extension or gzip magic) and its first bytes,
     already consumed from the handle."""
     compression = infer_compression(_name(file))
     try:
-        fh: IO[bytes] = fsspec.open(file, "rb", compression=compression).open()
+        fh: IO[bytes] = _open_stream(file, compression)
         head = _read(file, fh, 1 << 16)
         if compression is None and head[:2] == b"\x1f\x8b":
             fh.close()
-            fh = fsspec.open(file, "rb", compression="gzip").open()
+            fh = _open_stream(file, "gzip")
             head = _read(file, fh, 1 << 16)
     except FileNotFoundError:
         raise InputError(f"{file}: no such file") from None
@@ -530,10 +557,18 @@ def _text_batches(
         raise InputError(f"{file}: empty file; expected a header row and reviews")
 
 
-def _as_strings(frame: pl.DataFrame, columns: list[str], first_row: int) -> pl.DataFrame:
-    """`frame` (string columns) on the header's columns, missing ones empty, plus row/fields."""
+def _as_strings(
+    frame: pl.DataFrame, columns: list[str], first_row: int, height: int | None = None
+) -> pl.DataFrame:
+    """`frame` (string columns) on the header's columns, missing ones empty, plus row/fields;
+    `height` rows (a frame of bad JSON lines only has no column to give it)."""
+    height = frame.height if height is None else height
     out = frame.select(
-        (pl.col(c) if c in frame.columns else pl.lit(None, pl.String)).fill_null("").alias(c)
+        (
+            pl.col(c).fill_null("")
+            if c in frame.columns
+            else pl.repeat("", height, dtype=pl.String)
+        ).alias(c)
         for c in columns
     )
     return (
@@ -657,7 +692,7 @@ def _json_batches(
                     f"{file}: line 1 is not a JSON object; expected JSON Lines (one object a line)"
                 )
             columns = frame.columns
-        out = _as_strings(frame, columns, row).with_columns(bad, lines.alias("_raw"))
+        out = _as_strings(frame, columns, row, lines.len()).with_columns(bad, lines.alias("_raw"))
         row += out.height
         yield columns, Batch(out, replaced)
     if columns is None:
