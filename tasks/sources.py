@@ -308,9 +308,13 @@ def detect_quoting(sample: str, separator: str, complete: bool) -> Quoting:
     closing quote followed by the separator or a line end, quotes inside doubled), no unquoted
     field holds a quote, and the records then have the header's field count at least as often as
     the lines do read unquoted. A stray quote (a review starting with `5" screen` or `"Great"
-    product`) fails the second test. `complete` says whether the sample is the whole file; when
-    it is not, its last record may be cut, even inside quotes.
+    product`) fails the second test. A sample without any quote says nothing: it keeps the
+    convention, quoted CSV and unquoted TSV (the Amazon dumps), as before quoting was detected.
+    `complete` says whether the sample is the whole file; when it is not, its last record may be
+    cut, even inside quotes.
     """
+    if '"' not in sample:
+        return "none" if separator == "\t" else "csv"
     sep = re.escape(separator)
     field = re.compile(rf'(?:("[^"]*(?:""[^"]*)*")|[^"{sep}\r\n]*)({sep}|\r\n|\n|\r|\Z)')
     open_quote = re.compile(r'"[^"]*(?:""[^"]*)*\Z')

@@ -358,3 +358,21 @@ def test_zip_in_a_directory_and_an_object_store(tmp_path: Path, reference: str) 
     finally:
         fsspec.filesystem("memory").rm("/bucket", recursive=True)
     assert remote.digest == reference
+
+
+@pytest.mark.parametrize(
+    ("sample", "separator", "complete", "quoting"),
+    [
+        ('a,b\n1,"x, y"\n2,"z"\n', ",", True, "csv"),
+        ('a\tb\n1\t"x\ny"\n', "\t", True, "csv"),
+        ('a\tb\n1\t"x"y\n', "\t", True, "none"),  # a quote closed, then more text
+        ('a\tb\n1\tthe 5" one\n', "\t", True, "none"),  # a quote inside an unquoted field
+        ('a\tb\n1\t"never closed\n2\tz\n', "\t", True, "none"),
+        ('a\tb\n1\t"x"\n2\t"cut, and the sample ends in', "\t", False, "csv"),
+        ('a,b\n"1,2"\n"3,4"\n', ",", True, "none"),  # fewer records fit the header if quoted
+        ("a,b\n1,x\n", ",", True, "csv"),  # no quote at all: the convention
+        ("a\tb\n1\tx\n", "\t", True, "none"),
+    ],
+)
+def test_detect_quoting(sample: str, separator: str, complete: bool, quoting: str) -> None:
+    assert detect_quoting(sample, separator, complete) == quoting
