@@ -260,10 +260,10 @@ def _validate(
         pl.col("_raw") if "_raw" in frame.columns else pl.struct(raw_fields).struct.json_encode()
     )
     quarantine = rows.filter(pl.col("reason").is_not_null())
-    if batch.text is not None and "_start" in frame.columns:
-        text = batch.text  # a few rows: sliced in Python, the chunk is never copied per row
+    if batch.data is not None and "_start" in frame.columns:
+        data = batch.data  # a few rows: sliced in Python, the chunk is never copied per row
         records = [
-            text[start : start + length].removesuffix("\r")
+            data[start : start + length].removesuffix(b"\r").decode(errors="replace")
             for start, length in quarantine.select("_start", "_len").iter_rows()
         ]
         raw = pl.Series(records, dtype=pl.String)
@@ -378,7 +378,7 @@ def ingest_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str
         digest = input_digest(list_files(parameters["source"]))
     except (InputError, OSError):
         return None
-    settings = cfg.model_dump_json(exclude={"data"})
+    settings = cfg.model_dump_json(exclude={"data"}) + f":named={cfg.rating_column_named}"
     return "ingest-" + hashlib.sha256(f"{digest}:{settings}:{out_dir}".encode()).hexdigest()[:32]
 
 

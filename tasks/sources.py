@@ -68,9 +68,9 @@ class Batch:
     frame: pl.DataFrame
     replaced: bool
     quoting: Quoting | None = None  # CSV/TSV only
-    # The chunk text that `_start`/`_len` (CSV/TSV, when present) index: quarantined records are
-    # kept whole from it.
-    text: str | None = None
+    # The chunk's UTF-8 that `_start`/`_len` (CSV/TSV, when present) index: quarantined records
+    # are kept whole from it.
+    data: bytes | None = None
 
 
 def _name(file: str) -> str:
@@ -418,7 +418,7 @@ def unique_names(file: str, names: list[str]) -> list[str]:
 
 def _records(lines: pl.Series, separator: str, quoted: bool) -> pl.DataFrame:
     """Per record: `fields` (0 for a blank line), and where it is in the text the lines were split
-    from (`_start`, `_len`, in characters, its line end left out); no CSV parser involved.
+    from (`_start`, `_len`, in UTF-8 bytes, its line end left out); no CSV parser involved.
 
     With quoting, a record ends on the first line after which an even number of quotes has been
     seen. Each line's separators outside quotes are counted after closing the quote it starts or
@@ -430,7 +430,7 @@ def _records(lines: pl.Series, separator: str, quoted: bool) -> pl.DataFrame:
         lines = lines.head(-1)
     line = pl.col("line")
     frame = lines.alias("line").to_frame()
-    ends = (line.str.len_chars().cast(pl.Int64) + 1).cum_sum()  # just past each line's "\n"
+    ends = (line.str.len_bytes().cast(pl.Int64) + 1).cum_sum()  # just past each line's "\n"
     frame = frame.with_columns(ends.alias("end"), line.str.strip_suffix("\r"))
     start = pl.col("end").shift(1, fill_value=0)
     offsets = (start.alias("_start"), (pl.col("end") - start - 1).alias("_len"))
@@ -468,8 +468,16 @@ def _records(lines: pl.Series, separator: str, quoted: bool) -> pl.DataFrame:
 
 
 def _parse_chunk(
-    file: str, text: str, columns: list[str], separator: str, quoted: bool, first_row: int
+    file: str,
+    text: str,
+    data: bytes,
+    columns: list[str],
+    separator: str,
+    quoted: bool,
+    first_row: int,
 ) -> pl.DataFrame:
+    """`text` (and `data`, its UTF-8) as rows of `columns` + `_extra`, with `row` and `fields`,
+    and `_start`/`_len` of each record in `data` unless the quoting is irregular."""
     width = len(columns)
     names = [*columns, EXTRA]
     if not text.strip():
@@ -478,7 +486,7 @@ def _parse_chunk(
         )
     try:
         rows = pl.read_csv(
-            text.encode(),
+            data,
             has_header=False,
             separator=separator,
             quote_char='"' if quoted else None,
@@ -554,9 +562,10 @@ def _text_batches(
             if not any(header):
                 raise InputError(f"{file}: empty file; expected a header row and reviews")
             columns = unique_names(file, header)
-        frame = _parse_chunk(file, text, columns, separator, quoted, row)
+        data = text.encode()
+        frame = _parse_chunk(file, text, data, columns, separator, quoted, row)
         row += frame.height
-        yield columns, Batch(frame.filter(pl.col("fields") > 0), replaced, quoting, text)
+        yield columns, Batch(frame.filter(pl.col("fields") > 0), replaced, quoting, data)
     if columns is None:
         raise InputError(f"{file}: empty file; expected a header row and reviews")
 

@@ -234,11 +234,13 @@ def test_quarantine_keeps_the_original_content(tmp_path: Path) -> None:
     }  # fmt: skip
     # CSV/TSV: the whole record as read, every surplus field and quoted line break kept
     (tmp_path / "r.csv").write_text(
-        HEADER + 'R1,5,t,b,en,surplus,"more, ""and"" more"\r\n' + OK + 'R2,5,t,"two\r\nlines"\n'
-    )
+        HEADER + 'R1,5,t,b,en,surplus,"more, ""and"" more"\r\n' + OK
+        + "R3,5,Café,crème brûlée 😀,en\n" + 'R2,5,t,"zwei\r\nZeilen, ü"\n',
+        encoding="utf-8",
+    )  # fmt: skip
     snap = ingest(str(tmp_path / "r.csv"), IngestConfig(), tmp_path / "out")
     assert pl.read_parquet(snap.quarantine_path).select("row", "raw").rows() == [
-        (1, 'R1,5,t,b,en,surplus,"more, ""and"" more"'), (3, 'R2,5,t,"two\r\nlines"'),
+        (1, 'R1,5,t,b,en,surplus,"more, ""and"" more"'), (4, 'R2,5,t,"zwei\r\nZeilen, ü"'),
     ]  # fmt: skip
     # Parquet: its fields as JSON
     pl.DataFrame({"review_title": ["t", ""], "review_body": ["b", " "]}).write_parquet(
