@@ -1,4 +1,5 @@
 import gzip
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -197,3 +198,17 @@ def test_seen_ids_survive_a_hash_collision() -> None:
     second = seen.fresh(pl.DataFrame({"review_id": ["c", "a", "d", "d"], "x": [4, 5, 6, 7]}))
     assert second["x"].to_list() == [4, 6]
     assert seen.fresh(pl.DataFrame({"review_id": ["d", "e"], "x": [8, 9]}))["x"].to_list() == [9]
+
+
+def test_default_rating_column_absent_is_said_in_one_line(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    src = write(tmp_path / "r.csv", "review_title,review_body\na,b\nc,d\n")
+    with caplog.at_level(logging.INFO, logger="tasks.ingest"):
+        snap = ingest(src, IngestConfig(), tmp_path / "out")
+    assert pl.read_parquet(snap.path)["rating"].to_list() == [None, None]
+    said = [r.getMessage() for r in caplog.records if "no rating column" in r.getMessage()]
+    assert said == [f"{src}: no rating column ('star_rating', the default, or a known layout's):"
+                    " read without ratings"]  # fmt: skip
+    with pytest.raises(InputError, match="'star_rating'"):
+        ingest(src, IngestConfig(rating_column="star_rating"), tmp_path / "named")
