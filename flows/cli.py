@@ -99,6 +99,10 @@ def run(
         str | None,
         typer.Option("--format", help="csv|tsv|parquet|jsonl (default: by extension, sniffed)."),
     ] = None,
+    quoting: Annotated[
+        str | None,
+        typer.Option(help="CSV/TSV quoting: auto|csv|none (default auto: decided per file)."),
+    ] = None,
     vocab_size: Annotated[
         int | None, typer.Option(help="Vocabulary incl. [PAD] and [UNK].")
     ] = None,
@@ -167,6 +171,7 @@ def run(
         "ingest.text_columns": text_column or None,
         "ingest.rating_column": rating_column,
         "ingest.format": input_format,
+        "ingest.quoting": quoting,
         "tokenizer.vocab_size": vocab_size,
         "tokenizer.min_count": min_count,
         "tokenizer.url_placeholder": placeholders or None,

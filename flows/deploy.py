@@ -26,10 +26,13 @@ def cron_schedule(cron: str, timezone: str) -> Schedule:
 
 def serve_retrain(config: PipelineConfig, schedule: Schedule, name: str) -> None:
     """Register the deployment (config as editable flow parameters) and run its schedule."""
+    parameters = config.model_dump(mode="json")
+    if not config.ingest.rating_column_named:  # left out, it stays optional in scheduled runs
+        del parameters["ingest"]["rating_column"]
     retrain.serve(
         name=name,
         schedules=[schedule],
-        parameters={"config": config.model_dump(mode="json")},
+        parameters={"config": parameters},
         global_limit=ONE_RUN_AT_A_TIME,
         pause_on_shutdown=False,
         tags=["reviewgru", "retrain"],

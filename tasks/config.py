@@ -36,12 +36,18 @@ class IngestConfig(_Section):
     format: Literal["auto", "csv", "tsv", "parquet", "jsonl"] = Field(
         default="auto", description="Input format; auto: from the extension, else sniffed."
     )
+    quoting: Literal["auto", "csv", "none"] = Field(
+        default="auto",
+        description="CSV/TSV quoting; auto: decided per file from its first MB (see sources.py).",
+    )
     text_columns: list[str] = Field(
         default=["review_title", "review_body"],
         description="Columns joined (title, then body) into the review text.",
     )
     rating_column: str | None = Field(
-        default="star_rating", description="Star rating column; None to ignore ratings."
+        default="star_rating",
+        description="Star rating column; None to ignore ratings. Optional while left at its "
+        "default: a file without it is read without ratings. Named, it is required.",
     )
     id_column: str = Field(
         default="review_id", description="Review id column, used when the file has it."
@@ -52,6 +58,11 @@ class IngestConfig(_Section):
         default=50_000, gt=0, description="Longer reviews are quarantined as over-long."
     )
     demo_rows: int = Field(default=4000, gt=0, description="Rows of the generated demo dataset.")
+
+    @property
+    def rating_column_named(self) -> bool:
+        """Whether the rating column was set (TOML, flag, parameter) rather than defaulted."""
+        return "rating_column" in self.model_fields_set
 
     @field_validator("text_columns")
     @classmethod

@@ -76,6 +76,10 @@ def data_report(
         {"what": f"  quarantined: {reason}", "value": count}
         for reason, count in sorted(snapshot.quarantine_reasons.items())
     ]
+    for quoting in sorted(set(snapshot.quoting.values())):
+        files = [f.rsplit("/", 1)[-1] for f, q in snapshot.quoting.items() if q == quoting]
+        shown = ", ".join(files[:3]) + (f" and {len(files) - 3} more" if len(files) > 3 else "")
+        rows.append({"what": f"CSV/TSV read with quoting={quoting}", "value": shown})
     rows.append({"what": "vocabulary size", "value": data.vocab_size})
     for split in SPLITS:
         lengths = data.length_percentiles.get(split, {})

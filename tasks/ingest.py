@@ -36,6 +36,7 @@ from tasks.records import InputError, Snapshot
 from tasks.sources import (
     CHUNK_BYTES,
     EXTRA,
+    Batch,
     input_digest,
     list_files,
     open_batches,
@@ -81,14 +82,17 @@ class Columns:
 
 def resolve_columns(file: str, found: list[str], cfg: IngestConfig) -> Columns:
     """The configured columns, else (when the config keeps the defaults) a preset matching the
-    header; else refuse, naming the columns found and expected."""
+    header; else refuse, naming the columns found and expected. A rating column left at its
+    default is optional (the model does not use ratings): without it, no ratings."""
     candidates = [(tuple(cfg.text_columns), cfg.rating_column)]
     defaults = cfg.text_columns == _DEFAULTS.text_columns
     if defaults:
-        keep_rating = cfg.rating_column != _DEFAULTS.rating_column  # e.g. "none" was asked for
+        keep_rating = cfg.rating_column_named  # e.g. "none" was asked for
         candidates += [
             (p.text_columns, cfg.rating_column if keep_rating else p.rating_column) for p in PRESETS
         ]
+    if not cfg.rating_column_named:
+        candidates += [(text, None) for text, _ in candidates]
     for text, rating in candidates:
         if all(c in found for c in text) and (rating is None or rating in found):
             repeated = [
@@ -105,7 +109,9 @@ def resolve_columns(file: str, found: list[str], cfg: IngestConfig) -> Columns:
                 id=cfg.id_column if cfg.id_column in found else None,
                 language="language" if "language" in found else None,
             )
-    expected = [*cfg.text_columns, *([cfg.rating_column] if cfg.rating_column else [])]
+    expected = [*cfg.text_columns]
+    if cfg.rating_column and cfg.rating_column_named:
+        expected.append(cfg.rating_column)
     also = (
         " (or a known layout: "
         + "; ".join(f"{p.name}: {[*p.text_columns, p.rating_column]}" for p in PRESETS)
@@ -118,6 +124,15 @@ def resolve_columns(file: str, found: list[str], cfg: IngestConfig) -> Columns:
         f"{file}: header lacks the needed column(s); found {shown}, expected {expected}{also}; "
         "name the right ones with --text-column / --rating-column"
     )
+
+
+def _say_if_no_ratings(file: str, columns: list[str], cfg: IngestConfig) -> None:
+    if cfg.rating_column and resolve_columns(file, columns, cfg).rating is None:
+        log.info(
+            "%s: no rating column (%r, the default, or a known layout's): read without ratings",
+            file,
+            cfg.rating_column,
+        )
 
 
 def _nonblank(column: str) -> pl.Expr:
@@ -225,9 +240,11 @@ class _ParquetOut:
 
 
 def _validate(
-    file: str, columns: list[str], frame: pl.DataFrame, replaced: bool, cfg: IngestConfig
+    file: str, columns: list[str], batch: Batch, cfg: IngestConfig
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """One batch → (good rows in the snapshot schema, quarantined rows)."""
+    """One batch → (good rows in the snapshot schema, quarantined rows, each with its whole
+    record as read when the batch says where it is, else its fields as JSON)."""
+    frame, replaced = batch.frame, batch.replaced
     cols = resolve_columns(file, columns, cfg)
     review_text = pl.concat_str(
         [_nonblank(c) for c in cols.text], separator="\n", ignore_nulls=True
@@ -239,10 +256,18 @@ def _validate(
     raw_fields = [pl.col(c) for c in columns] + (
         [pl.col(EXTRA).replace("", None)] if EXTRA in frame.columns else []
     )
-    raw = pl.col("_raw") if "_raw" in frame.columns else pl.struct(raw_fields).struct.json_encode()
-    quarantine = rows.filter(pl.col("reason").is_not_null()).select(
-        pl.lit(file).alias("file"), "row", "reason", raw.alias("raw")
+    raw: pl.Expr | pl.Series = (
+        pl.col("_raw") if "_raw" in frame.columns else pl.struct(raw_fields).struct.json_encode()
     )
+    quarantine = rows.filter(pl.col("reason").is_not_null())
+    if batch.data is not None and "_start" in frame.columns:
+        data = batch.data  # a few rows: sliced in Python, the chunk is never copied per row
+        records = [
+            data[start : start + length].removesuffix(b"\r").decode(errors="replace")
+            for start, length in quarantine.select("_start", "_len").iter_rows()
+        ]
+        raw = pl.Series(records, dtype=pl.String)
+    quarantine = quarantine.select(pl.lit(file).alias("file"), "row", "reason", raw.alias("raw"))
     null = pl.lit(None, pl.String)
     good = rows.filter(pl.col("reason").is_null()).select(
         (_nonblank(cols.id).str.strip_chars() if cols.id else null).alias("review_id"),
@@ -277,10 +302,16 @@ def ingest(
     seen = _Seen()
     read = duplicates = 0
     reasons: dict[str, int] = {}
+    quoting: dict[str, str] = {}
     try:
         for file in files:
-            for columns, batch in read_ahead(open_batches(file, cfg.format, chunk_bytes)):
-                good, quarantine = _validate(file, columns, batch.frame, batch.replaced, cfg)
+            batches = open_batches(file, cfg.format, chunk_bytes, cfg.quoting)
+            for i, (columns, batch) in enumerate(read_ahead(batches)):
+                if i == 0:
+                    _say_if_no_ratings(file, columns, cfg)
+                if batch.quoting:
+                    quoting[file] = batch.quoting
+                good, quarantine = _validate(file, columns, batch, cfg)
                 read += batch.frame.height
                 fresh = seen.fresh(good)
                 duplicates += good.height - fresh.height
@@ -315,6 +346,7 @@ def ingest(
         rows_quarantined=quarantine_out.rows,
         rows_duplicates=duplicates,
         quarantine_reasons=dict(sorted(reasons.items())),
+        quoting=quoting,
     )
     assert read == result.rows_ok + result.rows_quarantined + result.rows_duplicates
     log.info(
@@ -346,7 +378,7 @@ def ingest_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str
         digest = input_digest(list_files(parameters["source"]))
     except (InputError, OSError):
         return None
-    settings = cfg.model_dump_json(exclude={"data"})
+    settings = cfg.model_dump_json(exclude={"data"}) + f":named={cfg.rating_column_named}"
     return "ingest-" + hashlib.sha256(f"{digest}:{settings}:{out_dir}".encode()).hexdigest()[:32]
 
 

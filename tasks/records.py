@@ -31,6 +31,7 @@ class Snapshot(_Record):
     rows_quarantined: int
     rows_duplicates: int
     quarantine_reasons: dict[str, int]
+    quoting: dict[str, str] = {}  # CSV/TSV file → the quoting it was read with: "csv" | "none"
 
 
 class TokenizedData(_Record):

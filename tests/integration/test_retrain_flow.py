@@ -181,3 +181,21 @@ def test_bad_input_exits_2_with_one_line(tmp_path: Path, reviewgru: Cli) -> None
     errors = [line for line in result.stderr.splitlines() if "reviewgru: error" in line]
     assert len(errors) == 1
     assert "bad.csv" in errors[0] and "review_body" in errors[0] and "--text-column" in errors[0]
+
+
+def test_named_rating_column_is_required_and_quoting_is_a_flag(
+    tmp_path: Path, reviewgru: Cli
+) -> None:
+    """Through the CLI: a named rating column the file lacks is one line and exit 2 (left at its
+    default it is optional: tests/unit/test_bad_input.py); `--quoting` reaches the ingest config."""
+    reviews = tmp_path / "no_ratings.tsv"
+    reviews.write_text('review_title\treview_body\nGood\t"Works,\nwell"\nBad\tBroke\n')
+    common = ["run", "--data", str(reviews), "--workdir", str(tmp_path), "--until", "ingest"]
+
+    named = reviewgru(*common, "--rating-column", "star_rating", "--quoting", "csv")
+    assert named.returncode == 2 and "Traceback" not in named.stderr
+    errors = [line for line in named.stderr.splitlines() if "reviewgru: error" in line]
+    assert len(errors) == 1 and "'star_rating']" in errors[0], named.stderr[-2000:]
+
+    bogus = reviewgru(*common, "--quoting", "sometimes")
+    assert bogus.returncode == 2 and "ingest.quoting" in bogus.stderr, bogus.stderr[-2000:]

@@ -115,3 +115,38 @@ def test_flow_runs_through_postgres_backed_servers_and_leaks_no_secret(
          messages, result.stdout, result.stderr],
     )  # fmt: skip
     assert SECRET not in stored
+
+
+@pytest.fixture
+def direct_postgres_uri() -> Iterator[str]:
+    """A throwaway database on the local PostgreSQL as a direct MLflow store URI."""
+    database = f"rg_test_direct_{uuid.uuid4().hex[:8]}"
+    _psql(f'create database "{database}"')
+    try:
+        yield f"{PG}/{database}"
+    finally:
+        mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])  # the test's own again
+        _psql(f'drop database if exists "{database}" with (force)')
+
+
+def test_run_with_a_direct_postgresql_tracking_uri(
+    tmp_path: Path, direct_postgres_uri: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`MLFLOW_TRACKING_URI=postgresql://…` (MLflow's direct database store, no server) needs
+    the driver SQLAlchemy picks for that URL (psycopg 3): a real run registers through it."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", direct_postgres_uri)
+    reviews = write_sample_reviews(tmp_path / "reviews.csv", rows=200, seed=9)
+    result = subprocess.run(
+        [str(Path(sys.executable).with_name("reviewgru")), "run", "--data", str(reviews),
+         "--workdir", str(tmp_path / "work"), "--epochs", "1", "--json"],
+        env=os.environ, cwd=tmp_path, capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["rows"] == {"read": 200, "ok": 200, "quarantined": 0, "duplicates": 0}
+    mlflow.set_tracking_uri(direct_postgres_uri)
+    registry = MlflowClient()
+    version = registry.get_model_version("reviewgru", summary["model_version"])
+    assert version.run_id == summary["mlflow_run_id"] and summary["model_version"] == "1"
+    assert registry.get_run(summary["mlflow_run_id"]).data.params["train.epochs"] == "1"
+    assert SECRET not in result.stdout + result.stderr

@@ -5,7 +5,9 @@ quarantined + duplicates always. Each case also runs with tiny read chunks, so b
 changes the outcome."""
 
 import gzip
+import io
 import json
+import zipfile
 from pathlib import Path
 
 import polars as pl
@@ -83,6 +85,30 @@ ROW_CASES: dict[str, tuple[str, bytes, IngestConfig, tuple[int, int, int, int], 
         "r.csv", b",review_id,star_rating,review_title,review_body\n0,R1,5,a,b\n1,R2,4,c,d\n",
         IngestConfig(), (2, 2, 0, 0), {},
     ),
+    "unterminated quote (auto: read unquoted)": (
+        "r.csv", _text('R1,5,t,"never closed,en\nR2,4,t,b,en\n'), IngestConfig(), (3, 3, 0, 0), {},
+    ),
+    "quoted TSV: line breaks, CRLF and doubled quotes in reviews": (
+        "r.tsv", b'\treview_id\tstar_rating\treview\n0\tR0\t5\t"""Great"""\n1\tR1\t4\t"a\r\nb"\r\n'
+        b'2\tR2\t4\t"x\ty\n""z"""\n3\tR3\t9\t"two\nlines, bad rating"\n4\tR4\t3\n',
+        IngestConfig(text_columns=["review"]), (5, 3, 2, 0), {"bad_rating": 1, "ragged": 1},
+    ),
+    "default rating column absent: no ratings": (
+        "r.csv", b"review_title,review_body\na,b\nc,d\n", IngestConfig(), (2, 2, 0, 0), {},
+    ),
+    "UTF-16 with a short row": (
+        "r.txt", "review_title\treview_body\r\na\tb\r\nonly one\r\n".encode("utf-16"),
+        IngestConfig(), (2, 1, 1, 0), {"ragged": 1},
+    ),
+    "\\r-only line ends with a blank line": (
+        "r.csv", _text("R1,4,t,\"x\ry\",en\n\nR2,4,t,b,en\n").replace(b"\n", b"\r"), IngestConfig(),
+        (3, 3, 0, 0), {},
+    ),
+    "JSON array with non-object elements": (
+        "r.json", b'[{"review_title": "a", "review_body": "b"},\n [1, 2], 3,\n'
+        b' {"review_title": "c", "review_body": "d\\n\\"e\\""}]', IngestConfig(), (4, 2, 2, 0),
+        {"bad_json": 2},
+    ),
     "a few broken rows among good ones": (
         "r.csv", _text("".join(f"R{i},{i % 5 + 1},t,body {i},en\n" for i in range(1, 50)) + "X,9,t,b,en\n"),
         IngestConfig(), (51, 50, 1, 0), {"bad_rating": 1},
@@ -102,6 +128,14 @@ def test_row_level_case(tmp_path: Path, case: str, chunk_bytes: int) -> None:
     quarantine = pl.read_parquet(snap.quarantine_path)
     assert quarantine.height == snap.rows_quarantined
     assert quarantine["raw"].null_count() == 0
+
+
+def _zip(members: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return buffer.getvalue()
 
 
 def _truncated_gzip() -> bytes:
@@ -126,18 +160,31 @@ REFUSED: dict[str, tuple[str | None, bytes, IngestConfig, list[str]]] = {
     "truncated gzip": ("r.csv.gz", _truncated_gzip(), IngestConfig(), ["truncated", "download"]),
     "header without the needed columns": (
         "r.csv", b"id,body,stars\n1,hello,5\n", IngestConfig(),
-        ["found ['id', 'body', 'stars']", "expected ['review_title', 'review_body', 'star_rating']",
+        ["found ['id', 'body', 'stars']", "expected ['review_title', 'review_body']",
          "amazon-multilingual", "--text-column"],
     ),
     "duplicate header names": (
         "r.csv", (HEADER.strip() + ",review_body\nR1,5,t,b,en,b2\n").encode(), IngestConfig(),
         ["'review_body' appears more than once"],
     ),
-    "unterminated quote": (
-        "r.csv", _text('R1,5,t,"never closed,en\nR2,4,t,b,en\n'), IngestConfig(),
+    "unterminated quote, quoting forced": (
+        "r.csv", _text('R1,5,t,"never closed,en\nR2,4,t,b,en\n'), IngestConfig(quoting="csv"),
         ["malformed CSV quoting"],
     ),
     "not JSON Lines": ("r.jsonl", b"this is not json\n", IngestConfig(), ["not a JSON object"]),
+    "truncated JSON array": (
+        "r.json", b'[{"review_title": "a", "review_body": "b"}, {"review_title": "c", ', IngestConfig(),
+        ["not a valid JSON array after its element 1"],
+    ),
+    "named rating column absent": (
+        "r.csv", b"review_title,review_body\na,b\n", IngestConfig(rating_column="star_rating"),
+        ["expected ['review_title', 'review_body', 'star_rating']", "--rating-column"],
+    ),
+    "zip without review files": ("r.zip", _zip({"notes.md": b"hi"}), IngestConfig(), ["no review file in this zip"]),
+    "not a zip": ("r.zip", b"PK but not really", IngestConfig(), ["not a readable zip archive"]),
+    "UTF-16 BOM, then not UTF-16": (
+        "r.txt", b"\xff\xfea\x00,\x00b\x00\n\x00\x00\xdc", IngestConfig(), ["not UTF-16", "UTF-8"],
+    ),
     "not Parquet": ("r.parquet", b"PAR1 but not really", IngestConfig(), ["not a readable Parquet"]),
     "empty JSON Lines": ("r.jsonl", b"\n\n", IngestConfig(), ["empty file"]),
 }  # fmt: skip
@@ -185,7 +232,20 @@ def test_quarantine_keeps_the_original_content(tmp_path: Path) -> None:
         "file": str(tmp_path / "r.jsonl"), "row": 2, "reason": "bad_json",
         "raw": '{"review_id": "R1", oops}',
     }  # fmt: skip
-    (tmp_path / "r.csv").write_text(HEADER + "R1,5,t,b,en,surplus\n" + OK)
+    # CSV/TSV: the whole record as read, every surplus field and quoted line break kept
+    (tmp_path / "r.csv").write_text(
+        HEADER + 'R1,5,t,b,en,surplus,"more, ""and"" more"\r\n' + OK
+        + "R3,5,Café,crème brûlée 😀,en\n" + 'R2,5,t,"zwei\r\nZeilen, ü"\n',
+        encoding="utf-8",
+    )  # fmt: skip
     snap = ingest(str(tmp_path / "r.csv"), IngestConfig(), tmp_path / "out")
-    raw = json.loads(pl.read_parquet(snap.quarantine_path)["raw"].item())
-    assert raw["review_id"] == "R1" and raw["_extra"] == "surplus"
+    assert pl.read_parquet(snap.quarantine_path).select("row", "raw").rows() == [
+        (1, 'R1,5,t,b,en,surplus,"more, ""and"" more"'), (4, 'R2,5,t,"zwei\r\nZeilen, ü"'),
+    ]  # fmt: skip
+    # Parquet: its fields as JSON
+    pl.DataFrame({"review_title": ["t", ""], "review_body": ["b", " "]}).write_parquet(
+        tmp_path / "r.pq"
+    )
+    snap = ingest(str(tmp_path / "r.pq"), IngestConfig(), tmp_path / "out")
+    raw = pl.read_parquet(snap.quarantine_path)["raw"].item()
+    assert json.loads(raw) == {"review_title": "", "review_body": " ", "_extra": None}

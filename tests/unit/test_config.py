@@ -41,6 +41,17 @@ def test_flags_override_toml_which_overrides_defaults(tmp_path: Path) -> None:
     assert config.model.units == 64
 
 
+def test_a_rating_column_is_named_only_when_set() -> None:
+    """Left at its default it is optional in ingest; set anywhere (even to the default) it is
+    required. A dump without the key (a deployment's parameters) keeps it optional."""
+    assert not PipelineConfig().ingest.rating_column_named
+    assert not PipelineConfig.load(None, {"ingest.quoting": "none"}).ingest.rating_column_named
+    named = PipelineConfig.load(None, {"ingest.rating_column": "star_rating"})
+    assert named.ingest.rating_column_named
+    assert PipelineConfig.model_validate(named.model_dump()).ingest.rating_column_named
+    assert PipelineConfig.load(None, {"ingest.rating_column": None}).ingest.rating_column_named
+
+
 @pytest.mark.parametrize(
     ("overrides", "field"),
     [({"train.epochs": 0}, "epochs"), ({"train.typo": 1}, "typo"), ({"until": "deploy"}, "until")],

@@ -46,9 +46,12 @@ def test_drift_against_the_champions_data(tmp_path: Path) -> None:
         path=tmp_path / "s.parquet", quarantine_path=tmp_path / "q.parquet", digest="d",
         rows_read=610, rows_ok=600, rows_quarantined=7, rows_duplicates=3,
         quarantine_reasons={"bad_rating": 5, "empty_text": 2},
+        quoting={"/d/a.tsv": "csv", "/d/b.tsv": "none", "s3://x/c.csv": "csv"},
     )  # fmt: skip
     report = {row["what"]: row["value"] for row in data_report(snapshot, new, result)}
     assert report["rows read"] == 610 and report["  quarantined: bad_rating"] == 5
+    assert report["CSV/TSV read with quoting=csv"] == "a.tsv, c.csv"
+    assert report["CSV/TSV read with quoting=none"] == "b.tsv"
     assert report["language: de"] == 1 and report["language: en"] == 599
     assert report["train: tokens per review p50 / p90 / p99"] == "3 / 9 / 9"
     assert report["drift vs champion v3: reviews"] == "300 → 600 (+100.0%)"

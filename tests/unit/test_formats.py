@@ -1,19 +1,26 @@
 """Every input format and location gives the same snapshot for the same reviews."""
 
+import codecs
+import csv
 import gzip
 import http.server
+import io
+import json
 import threading
-from collections.abc import Iterator
+import zipfile
+from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
 
 import fsspec
+import pandas as pd
 import polars as pl
 import pytest
 
 from tasks.config import IngestConfig
 from tasks.ingest import ingest
 from tasks.records import InputError
+from tasks.sources import detect_quoting
 
 REVIEWS = pl.DataFrame(
     {
@@ -187,3 +194,185 @@ def test_amazon_presets_by_header(tmp_path: Path) -> None:
     # explicit columns win over presets; "no rating" applies to a preset too
     snap = ingest(str(us), IngestConfig(rating_column=None), tmp_path / "norating")
     assert pl.read_parquet(snap.path)["rating"].to_list() == [None, None]
+
+
+def _quoted_tsv_export(n: int) -> tuple[bytes, list[str]]:
+    """A TSV as pandas/Excel export it (`to_csv(sep="\\t")`): an unnamed index column, fields with
+    a tab, a quote or a line break quoted with quotes doubled, so a review in quotes is
+    `\"\"\"…\"\"\"`, and line breaks inside reviews, some `\\r\\n`. Also the reviews, unquoted."""
+    bodies = [
+        '"Best blender ever"',  # written """Best blender ever"""
+        "Two lines:\nfirst\nsecond",
+        "Windows line breaks\r\ninside\r\nthis one",
+        'The 5" jar, "really" big',
+        "Tab\tinside",
+        "Plain review, with a comma",
+        '"',
+        "Ends with a line break\n",
+    ]
+    lines, texts = ["\treview_id\tstar_rating\treview\n"], []
+    for i in range(n):
+        body = bodies[i % len(bodies)] + f" #{i}"
+        if i % 3 == 0:
+            body = bodies[i % len(bodies)]  # some exactly as above (a field ending in a quote)
+        quoted = any(c in body for c in '\t\n\r"')
+        field = '"' + body.replace('"', '""') + '"' if quoted else body
+        lines.append(f"{i}\tR{i}\t{i % 5 + 1}\t{field}\n")
+        texts.append(body)
+    return "".join(lines).encode(), texts
+
+
+@pytest.mark.parametrize("chunk_bytes", [1 << 20, 4096, 7], ids=["one-chunk", "4k", "tiny"])
+def test_quoted_tsv_reads_like_pandas(tmp_path: Path, chunk_bytes: int) -> None:
+    data, texts = _quoted_tsv_export(240)
+    path = tmp_path / "reviews.tsv"
+    path.write_bytes(data)
+    expected = pd.read_csv(path, sep="\t")
+    assert len(expected) == 240 and expected["review"].tolist() == texts
+    cfg = IngestConfig(text_columns=["review"], rating_column=None)
+    snap = ingest(str(path), cfg, tmp_path / "out", chunk_bytes=chunk_bytes)
+    assert (snap.rows_read, snap.rows_ok, snap.rows_quarantined, snap.rows_duplicates) == (
+        240, 240, 0, 0,
+    )  # fmt: skip
+    assert snap.quoting == {str(path): "csv"}
+    frame = pl.read_parquet(snap.path)
+    assert frame["review_id"].to_list() == expected["review_id"].tolist()
+    assert frame["text"].to_list() == expected["review"].tolist()
+    # forced off, the same file is read line by line: what the issue reported
+    unquoted = ingest(str(path), cfg.model_copy(update={"quoting": "none"}), tmp_path / "none")
+    assert unquoted.rows_read > 240 and unquoted.quarantine_reasons["ragged"] > 0
+
+
+def test_quoted_tsv_beyond_the_detection_sample(tmp_path: Path) -> None:
+    """Over 1 MB: auto decides from a sample that ends inside a record, perhaps inside quotes;
+    the chunks are cut outside quotes all the way."""
+    data, texts = _quoted_tsv_export(30_000)
+    assert len(data) > 1 << 20
+    path = tmp_path / "reviews.tsv"
+    path.write_bytes(data)
+    cfg = IngestConfig(text_columns=["review"], rating_column=None)
+    snap = ingest(str(path), cfg, tmp_path / "out", chunk_bytes=1 << 18)
+    assert (snap.rows_read, snap.rows_ok, snap.rows_quarantined) == (30_000, 30_000, 0)
+    assert pl.read_parquet(snap.path)["text"].to_list() == texts
+    text = data.decode()  # a sample cut anywhere: in quotes, between "\r" and "\n", …
+    assert {detect_quoting(text[:cut], "\t", complete=False) for cut in range(400, 2400)} == {"csv"}
+
+
+def test_amazon_tsv_with_stray_quotes_stays_unquoted(tmp_path: Path) -> None:
+    """The Amazon Customer Reviews TSVs are not quoted: a review may start with a stray quote
+    that never closes, or quote a word and go on; every line is one review."""
+    header = "marketplace\tcustomer_id\treview_id\tproduct_id\tstar_rating\treview_headline\t"
+    header += "review_body\treview_date\n"
+    bodies = [
+        '"Great" product, works',
+        '"Best purchase of the year',
+        'The 5" screen is small',
+        '"Perfect"',
+        "Plain, no quotes",
+        'He said ""wow""',
+    ]
+    rows = [
+        f"US\t{i}\tR{i}\tB{i % 7}\t{i % 5 + 1}\tTitle {i}\t{body} {i}\t2015-08-31\n"
+        for i, body in ((i, bodies[i % len(bodies)]) for i in range(300))
+    ]
+    path = tmp_path / "amazon_reviews_us_Electronics_v1_00.tsv"
+    path.write_text(header + "".join(rows))
+    snap = ingest(str(path), IngestConfig(), tmp_path / "out", chunk_bytes=4096)
+    assert (snap.rows_read, snap.rows_ok, snap.rows_quarantined, snap.rows_duplicates) == (
+        300, 300, 0, 0,
+    )  # fmt: skip
+    assert snap.quoting == {str(path): "none"}
+    expected = pd.read_csv(path, sep="\t", quoting=csv.QUOTE_NONE)
+    frame = pl.read_parquet(snap.path)
+    assert frame["text"].to_list() == [
+        f"{title}\n{body}"
+        for title, body in zip(expected["review_headline"], expected["review_body"], strict=True)
+    ]
+    assert frame["rating"].to_list() == expected["star_rating"].tolist()
+
+
+def _json_array() -> bytes:
+    rows = REVIEWS.with_columns(pl.col("star_rating").cast(pl.Int64)).to_dicts()
+    return json.dumps(rows, indent=2, ensure_ascii=False).encode()
+
+
+# name → the same reviews as an export of that kind
+EXPORTS: dict[str, Callable[[], bytes]] = {
+    "semicolon.csv": lambda: REVIEWS.write_csv(separator=";").encode(),
+    "pipe.csv": lambda: REVIEWS.write_csv(separator="|").encode(),
+    "pipe.txt": lambda: REVIEWS.write_csv(separator="|").encode(),  # sniffed
+    # Excel's "Unicode text": UTF-16 LE with a BOM, tab separated, CRLF, quoted where needed
+    "excel-unicode.txt": lambda: REVIEWS.write_csv(separator="\t", line_terminator="\r\n").encode(
+        "utf-16"
+    ),
+    "utf16-be.csv": lambda: codecs.BOM_UTF16_BE + REVIEWS.write_csv().encode("utf-16-be"),
+    "old-mac.csv": lambda: REVIEWS.write_csv().replace("\n", "\r").encode(),  # \r-only
+    "array.json": _json_array,
+    "array-no-extension": _json_array,
+    "array.json.gz": lambda: gzip.compress(_json_array()),
+    "one.zip": lambda: _zip_bytes({"export/reviews.csv": REVIEWS.write_csv().encode()}),
+    "parts.zip": lambda: _zip_bytes(
+        {
+            "a.csv": REVIEWS.head(2).write_csv().encode(),
+            "b.json": REVIEWS.tail(1)
+            .with_columns(pl.col("star_rating").cast(pl.Int64))
+            .write_json()
+            .encode(),
+            "notes.md": b"not reviews",
+            "__MACOSX/._a.csv": b"\x00\x05\x16\x07",
+        }
+    ),
+}
+
+
+def _zip_bytes(members: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("chunk_bytes", [1 << 20, 7], ids=["one-chunk", "tiny"])
+@pytest.mark.parametrize("name", list(EXPORTS))
+def test_other_exports_give_the_same_snapshot(
+    tmp_path: Path, reference: str, name: str, chunk_bytes: int
+) -> None:
+    path = tmp_path / name
+    path.write_bytes(EXPORTS[name]())
+    snap = ingest(str(path), IngestConfig(), tmp_path / "out", chunk_bytes=chunk_bytes)
+    assert (snap.rows_read, snap.rows_ok, snap.rows_quarantined) == (3, 3, 0)
+    assert snap.digest == reference
+
+
+def test_zip_in_a_directory_and_an_object_store(tmp_path: Path, reference: str) -> None:
+    folder = tmp_path / "dumps"
+    folder.mkdir()
+    (folder / "reviews.zip").write_bytes(EXPORTS["parts.zip"]())
+    by_dir = ingest(str(folder), IngestConfig(), tmp_path / "d")
+    assert (by_dir.rows_read, by_dir.digest) == (3, reference)
+    with fsspec.open("memory://bucket/zips/reviews.zip", "wb") as fh:
+        fh.write(EXPORTS["one.zip"]())
+    try:
+        remote = ingest("memory://bucket/zips/*.zip", IngestConfig(), tmp_path / "m")
+    finally:
+        fsspec.filesystem("memory").rm("/bucket", recursive=True)
+    assert remote.digest == reference
+
+
+@pytest.mark.parametrize(
+    ("sample", "separator", "complete", "quoting"),
+    [
+        ('a,b\n1,"x, y"\n2,"z"\n', ",", True, "csv"),
+        ('a\tb\n1\t"x\ny"\n', "\t", True, "csv"),
+        ('a\tb\n1\t"x"y\n', "\t", True, "none"),  # a quote closed, then more text
+        ('a\tb\n1\tthe 5" one\n', "\t", True, "none"),  # a quote inside an unquoted field
+        ('a\tb\n1\t"never closed\n2\tz\n', "\t", True, "none"),
+        ('a\tb\n1\t"x"\n2\t"cut, and the sample ends in', "\t", False, "csv"),
+        ('a,b\n"1,2"\n"3,4"\n', ",", True, "none"),  # fewer records fit the header if quoted
+        ("a,b\n1,x\n", ",", True, "csv"),  # no quote at all: the convention
+        ("a\tb\n1\tx\n", "\t", True, "none"),
+    ],
+)
+def test_detect_quoting(sample: str, separator: str, complete: bool, quoting: str) -> None:
+    assert detect_quoting(sample, separator, complete) == quoting

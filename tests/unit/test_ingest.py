@@ -1,5 +1,5 @@
 import gzip
-import json
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -66,9 +66,9 @@ def test_counts_and_quarantine(tmp_path: Path) -> None:
         3: "bad_rating", 4: "bad_rating", 5: "empty_text", 6: "ragged", 7: "ragged",
         9: "nul_byte", 13: "bad_rating",
     }  # fmt: skip
-    raw = json.loads(quarantine.filter(pl.col("row") == 3)["raw"].item())
-    assert raw["review_id"] == "R3" and raw["star_rating"] == "six"
-    assert json.loads(quarantine.filter(pl.col("row") == 7)["raw"].item())["_extra"] == "en"
+    raw = dict(quarantine.select("row", "raw").rows())
+    assert raw[3] == "R3,six,Bad,Body text,en"  # the whole record, as read
+    assert raw[7] == "R7,4,Long,Too,many,en"
 
 
 def test_too_long(tmp_path: Path) -> None:
@@ -118,7 +118,7 @@ def test_missing_columns_message(tmp_path: Path) -> None:
     assert "\n" not in message
     assert "r.csv" in message
     assert "['id', 'body', 'stars']" in message  # found
-    assert "['review_title', 'review_body', 'star_rating']" in message  # expected
+    assert "expected ['review_title', 'review_body']" in message  # the rating is optional
     assert "--text-column" in message and "--rating-column" in message
 
 
@@ -155,10 +155,13 @@ def test_crlf_bom_blank_lines(tmp_path: Path) -> None:
     assert (snap.rows_read, snap.rows_ok, snap.rows_quarantined) == (2, 2, 0)
 
 
-def test_stray_quote_is_refused_in_one_line(tmp_path: Path) -> None:
+def test_stray_quote_reads_unquoted_unless_quoting_is_forced(tmp_path: Path) -> None:
     src = write(tmp_path / "r.csv", HEADER + 'R1,5,t,the 5" screen,en\nR2,4,t,ok,en\n')
+    snap = ingest(src, IngestConfig(), tmp_path / "auto")
+    assert (snap.rows_read, snap.rows_ok, snap.quoting) == (2, 2, {src: "none"})
+    assert pl.read_parquet(snap.path)["text"][0] == 't\nthe 5" screen'
     with pytest.raises(InputError, match="malformed CSV quoting") as err:
-        ingest(src, IngestConfig(), tmp_path)
+        ingest(src, IngestConfig(quoting="csv"), tmp_path / "csv")
     assert "\n" not in str(err.value)
 
 
@@ -195,3 +198,17 @@ def test_seen_ids_survive_a_hash_collision() -> None:
     second = seen.fresh(pl.DataFrame({"review_id": ["c", "a", "d", "d"], "x": [4, 5, 6, 7]}))
     assert second["x"].to_list() == [4, 6]
     assert seen.fresh(pl.DataFrame({"review_id": ["d", "e"], "x": [8, 9]}))["x"].to_list() == [9]
+
+
+def test_default_rating_column_absent_is_said_in_one_line(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    src = write(tmp_path / "r.csv", "review_title,review_body\na,b\nc,d\n")
+    with caplog.at_level(logging.INFO, logger="tasks.ingest"):
+        snap = ingest(src, IngestConfig(), tmp_path / "out")
+    assert pl.read_parquet(snap.path)["rating"].to_list() == [None, None]
+    said = [r.getMessage() for r in caplog.records if "no rating column" in r.getMessage()]
+    assert said == [f"{src}: no rating column ('star_rating', the default, or a known layout's):"
+                    " read without ratings"]  # fmt: skip
+    with pytest.raises(InputError, match="'star_rating'"):
+        ingest(src, IngestConfig(rating_column="star_rating"), tmp_path / "named")
