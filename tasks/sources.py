@@ -361,18 +361,20 @@ def _record_chunks(
 ) -> Iterator[bytes]:
     """Byte chunks of whole records: each ends with a newline outside quotes (the last may not).
 
-    `head` is what was already read from `fh`.
+    `head` is what was already read from `fh` (up to 1 MB when quoting was detected); it is cut
+    into `size` pieces too, so small chunks stay small.
     """
     carry = b""
-    block = head
     while True:
-        if not block:
+        if head:
+            block, head = head[:size], head[size:]
+        else:
             block = _read(file, fh, size)
         if not block:
             if carry:
                 yield carry
             return
-        buf, block = carry + block, b""
+        buf = carry + block
         cut = buf.rfind(b"\n") + 1
         if quoted and cut:
             quotes = buf.count(b'"', 0, cut)
