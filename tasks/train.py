@@ -19,7 +19,7 @@ from prefect import task
 from tasks import tracking
 from tasks.config import ModelConfig, PipelineConfig, TrainConfig
 from tasks.model import build_language_model
-from tasks.records import TokenizedData, TrainedModel
+from tasks.records import InputError, TokenizedData, TrainedModel
 from tasks.sampled_softmax import SampledSoftmaxTraining
 from tasks.softmax_loss import SoftmaxCrossEntropy, TopOneAccuracy
 from tasks.windows import batches_per_width, bucket_widths, computed_positions, load_windows
@@ -106,12 +106,30 @@ class TrainPhaseClock(keras.callbacks.Callback):
 
 def distribution_strategy(name: str) -> tf.distribute.Strategy:
     """mirrored: every local GPU (one CPU replica without one); multiworker: the cluster in
-    TF_CONFIG (a single worker without it); default: no distribution."""
+    TF_CONFIG, which must hold one worker (see `_tf_config_workers`); default: no distribution."""
     if name == "mirrored":
         return tf.distribute.MirroredStrategy()
     if name == "multiworker":
+        workers = _tf_config_workers()
+        if workers > 1:
+            # Run here with two workers on 127.0.0.1, Keras 3's fit fails in its first step
+            # (it reduces the first batch eagerly across workers; keras-team/keras#20585).
+            raise InputError(
+                f"--strategy multiworker: TF_CONFIG names {workers} workers, but Keras 3's fit "
+                "cannot train across processes yet (keras-team/keras#20585); train on one "
+                "machine with --strategy default, or unset TF_CONFIG"
+            )
         return tf.distribute.MultiWorkerMirroredStrategy()
     return tf.distribute.get_strategy()
+
+
+def _tf_config_workers() -> int:
+    """Tasks of the cluster in the TF_CONFIG environment variable (1 without one)."""
+    try:
+        cluster = json.loads(os.environ.get("TF_CONFIG") or "{}").get("cluster", {})
+    except (ValueError, AttributeError):
+        raise InputError("TF_CONFIG is not a JSON object; see README, Scaling out") from None
+    return max(1, sum(len(tasks) for tasks in cluster.values()))
 
 
 def compile_for_training(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import keras
@@ -12,8 +13,8 @@ import pytest
 
 from tasks.config import ModelConfig, TrainConfig
 from tasks.evaluate import score_targets
-from tasks.records import TokenizedData, TrainedModel
-from tasks.train import make_dataset, train_model
+from tasks.records import InputError, TokenizedData, TrainedModel
+from tasks.train import distribution_strategy, make_dataset, train_model
 from tasks.windows import (
     bucket_widths,
     computed_positions,
@@ -250,3 +251,15 @@ def test_training_options_learn_and_save_the_plain_model(tmp_path: Path, options
     _, _, nll, _ = score_targets(model, read_sequences(data.split_path("val")), cfg.max_len)
     exact = float(np.mean(nll))
     assert min(history["val_loss"]) == pytest.approx(exact, rel=1e-4)
+
+
+def test_multiworker_across_processes_is_refused_with_one_line(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    cluster = {"worker": ["127.0.0.1:20001", "127.0.0.1:20002"]}
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": cluster, "task": {"index": 0}}))
+    with pytest.raises(InputError, match=r"TF_CONFIG names 2 workers.*keras#20585"):
+        distribution_strategy("multiworker")
+    monkeypatch.setenv("TF_CONFIG", "not json")
+    with pytest.raises(InputError, match="TF_CONFIG is not a JSON object"):
+        distribution_strategy("multiworker")
