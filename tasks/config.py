@@ -106,6 +106,11 @@ class TrainConfig(_Section):
     strategy: Literal["default", "mirrored", "multiworker"] = Field(
         default="default", description="tf.distribute strategy; multiworker reads TF_CONFIG."
     )
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        default="auto",
+        description="Output-layer products of the exact loss: auto = bf16 (fp32 accumulation) "
+        "where the CPU has amx_bf16 or avx512_bf16, else fp32.",
+    )
     seed: int = 42
 
 

@@ -18,6 +18,7 @@ from prefect import task
 
 from tasks import tracking
 from tasks.config import ModelConfig, PipelineConfig, TrainConfig
+from tasks.fused_softmax import FusedSoftmaxTraining, resolve_precision
 from tasks.model import build_language_model
 from tasks.records import InputError, TokenizedData, TrainedModel
 from tasks.sampled_softmax import SampledSoftmaxTraining
@@ -133,25 +134,32 @@ def _tf_config_workers() -> int:
 
 
 def compile_for_training(
-    model: keras.Model, train_cfg: TrainConfig, steps_per_execution: int = 1
+    model: keras.Model, train_cfg: TrainConfig, steps_per_execution: int = 1, fused: bool = True
 ) -> keras.Model:
-    """`model` compiled for training: the exact loss from logits, or a sampled-softmax trainer
-    around it. Validation and metrics are the exact ones either way. (`steps_per_execution` > 1
-    is a lever benchmarks/train.py measures; it did not pay.)"""
+    """`model` compiled for training: the exact loss from logits through the fused output layer
+    (`tasks.fused_softmax`, products in `train_cfg.precision`), or a sampled-softmax trainer
+    around it. Validation and metrics are the exact ones either way. `fused=False`: the plain
+    layers with the loss from `tasks.softmax_loss` (the previous design, a benchmark row).
+    (`steps_per_execution` > 1 is a lever benchmarks/train.py measures; it did not pay.)"""
     fitted = model
     if train_cfg.loss == "sampled":
         fitted = SampledSoftmaxTraining(model, train_cfg.sampled_negatives)
+    elif fused:
+        precision = resolve_precision(train_cfg.precision)
+        logger.info("fused output layer, %s products", precision)
+        fitted = FusedSoftmaxTraining(model, bf16=precision == "bf16")
+    own_loss = isinstance(fitted, FusedSoftmaxTraining)  # it computes and logs loss itself
     fitted.compile(
         optimizer=keras.optimizers.Adam(learning_rate=train_cfg.learning_rate),
         # Summed with make_dataset's weights: the epoch loss is the mean over real targets, so
-        # exp(loss) is the per-token perplexity.
-        loss=SoftmaxCrossEntropy(reduction="sum"),
-        weighted_metrics=[TopOneAccuracy()],
+        # exp(loss) is the per-token perplexity. (The fused trainer sums the same way.)
+        loss=None if own_loss else SoftmaxCrossEntropy(reduction="sum"),
+        weighted_metrics=None if own_loss else [TopOneAccuracy()],
         # XLA has no kernel for the candidate sampler of the sampled loss.
         jit_compile=JIT_COMPILE and train_cfg.loss == "exact",
         steps_per_execution=steps_per_execution,
     )
-    if train_cfg.loss == "sampled":
+    if fitted is not model:
         # Build the trainer and its exact validation metrics: BackupAndRestore needs a built
         # model, and the end-of-epoch logs read every metric.
         dummy = np.zeros((1, 2), np.int32)
