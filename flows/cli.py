@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import os
 import sys
 from collections.abc import Iterator
@@ -22,7 +21,16 @@ os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "tasks")  # stage logs in
 # importing TensorFlow in another run took longer (a CI failure), so allow two minutes.
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
-app = typer.Typer(
+
+class _App(typer.Typer):
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        from flows.failures import reported
+
+        with reported():
+            return super().__call__(*args, **kwargs)
+
+
+app = _App(
     help="Retrain, register and use a GRU next-word model of product reviews.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -35,49 +43,14 @@ def _fail(message: str) -> None:
     raise typer.Exit(2)
 
 
-class _WithoutInputErrorTracebacks(logging.Filter):
-    """Prefect logs a failed task with its traceback; for bad input the CLI's one line says it all.
-
-    Only the terminal is spared: the Prefect API still receives the full log for the UI.
-    """
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        from tasks.records import InputError
-
-        error = record.exc_info[1] if record.exc_info else None
-        return not isinstance(error, InputError) and "InputError" not in record.getMessage()
-
-
-def _quiet_input_error_tracebacks() -> None:
-    from prefect.logging import configuration
-
-    if not configuration.PROCESS_LOGGING_CONFIG:  # make Prefect's handlers now, not at flow start
-        configuration.setup_logging()
-    console = _WithoutInputErrorTracebacks()
-    for name in ["", *logging.root.manager.loggerDict]:
-        for handler in getattr(logging.getLogger(name), "handlers", []):
-            if isinstance(handler, logging.StreamHandler) and console not in handler.filters:
-                handler.addFilter(console)
-
-
 @contextlib.contextmanager
 def _bad_input_exits_2() -> Iterator[None]:
-    """Bad input or config becomes one line on stderr and exit code 2, never a traceback."""
-    from pydantic import ValidationError
+    """Within, Prefect's terminal log shows no tracebacks; an error escaping the command becomes
+    one line, last, exit 2 for bad input or config (`flows/failures.py`, around the whole app)."""
+    from flows.failures import quiet_console_tracebacks
 
-    from tasks.records import InputError
-
-    _quiet_input_error_tracebacks()
-    try:
-        yield
-    except InputError as error:
-        _fail(str(error))
-    except ValidationError as error:
-        first = error.errors()[0]
-        where = ".".join(str(part) for part in first["loc"]) or "config"
-        _fail(f"invalid config value for {where}: {first['msg']}")
-    except FileNotFoundError as error:
-        _fail(f"{error.filename}: no such file")
+    quiet_console_tracebacks()
+    yield
 
 
 @app.command()
@@ -198,11 +171,21 @@ def run(
         overrides["ingest.rating_column"].lower() == "none"
     ):
         overrides["ingest.rating_column"] = None
-    with _bad_input_exits_2():
-        from tasks.config import PipelineConfig
+    from tasks.config import PipelineConfig
+    from tasks.sources import check_readable
 
-        pipeline_config = PipelineConfig.load(config, overrides, preset)
-        with contextlib.redirect_stdout(sys.stderr), _one_run_per_embedded_store():
+    pipeline_config = PipelineConfig.load(config, overrides, preset)
+    if pipeline_config.ingest.data:  # a dead URL fails in seconds, before any server starts
+        check_readable(pipeline_config.ingest.data)
+    with _bad_input_exits_2():
+        from flows.interrupts import start_temporary_server_in_own_session, stop_on_signals
+
+        with (
+            contextlib.redirect_stdout(sys.stderr),
+            _one_run_per_embedded_store(),
+            stop_on_signals(),
+        ):
+            start_temporary_server_in_own_session()
             from flows.retrain import retrain
 
             summary = retrain(pipeline_config)
@@ -400,10 +383,11 @@ def compare(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """The registered versions side by side: aliases, metrics, baselines, data, gate decision."""
-    from tasks import tracking
+    from tasks import run_liveness, tracking
     from tasks.register import compare_versions
 
     tracking.configure_mlflow()
+    run_liveness.fail_dead_runs(model_name)  # no run of a killed process shows as running
     with _model_missing_exits_2():
         rows = compare_versions(model_name)
     if as_json:

@@ -25,7 +25,7 @@ from prefect.states import State
 from pydantic import BaseModel
 
 from flows.sharded import tokenize_on_dask
-from tasks import tracking
+from tasks import run_liveness, tracking
 from tasks.config import STAGES, PipelineConfig
 from tasks.data_report import champion_drift, data_report
 from tasks.evaluate import evaluate_task
@@ -129,9 +129,11 @@ def _run_stages(
 
     if config.until == "register" and _reuse_registered(config, data.digest, summary):
         return
+    run_liveness.fail_dead_runs(config.registry.model_name)
     run_id = tracking.start_run(config, summary.flow_run_id)
     summary.mlflow_run_id = run_id
-    succeeded = False
+    heartbeat = run_liveness.Heartbeat(run_id)
+    succeeded: bool | None = False
     try:
         tracking.log_tokenized_inputs(run_id, data)
         with _timed(timings, "train"):
@@ -153,8 +155,15 @@ def _run_stages(
                 summary.promoted = registration.promoted
                 summary.gate_reason = registration.reason
         succeeded = True
+    except BaseException as error:
+        if not isinstance(error, Exception):  # a signal: stopped on request, resumable
+            run_liveness.end_killed(run_id, f"{type(error).__name__}: {error}")
+            succeeded = None
+        raise
     finally:
-        tracking.finish_run(run_id, succeeded)
+        heartbeat.stop()
+        if succeeded is not None:
+            tracking.finish_run(run_id, succeeded)
 
 
 def _reuse_registered(config: PipelineConfig, data_digest: str, summary: RunSummary) -> bool:

@@ -21,6 +21,18 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from tasks.records import InputError
+
+# Network reads (http(s) sources): a dead host fails fast, a transient error (timeout, HTTP 5xx)
+# is retried after each of these pauses, a refused connection or an HTTP 4xx is not retried.
+HTTP_CONNECT_TIMEOUT_S = 5.0
+HTTP_READ_TIMEOUT_S = 60.0
+HTTP_RETRY_DELAYS_S = (0.5, 1.0, 2.0)
+# An MLflow run left RUNNING on another host is taken for dead after this long without a
+# heartbeat (each live run beats every HEARTBEAT_S); on this host its recorded process says.
+HEARTBEAT_S = 60.0
+STALE_RUN_AFTER_S = 15 * 60.0
+
 Stage = Literal["ingest", "tokenize", "train", "evaluate", "register"]
 STAGES: tuple[Stage, ...] = ("ingest", "tokenize", "train", "evaluate", "register")
 
@@ -172,7 +184,12 @@ class PipelineConfig(_Section):
         data: dict[str, Any] = copy.deepcopy(PRESETS[preset]) if preset else {}
         if toml_file is not None:
             with toml_file.open("rb") as fh:
-                for section, values in tomllib.load(fh).items():
+                try:
+                    parsed = tomllib.load(fh)
+                except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+                    # tomllib's message ends "(at line L, column C)": where to fix the file.
+                    raise InputError(f"{toml_file}: invalid TOML: {error}; fix the file") from None
+                for section, values in parsed.items():
                     if isinstance(values, dict):
                         data.setdefault(section, {}).update(values)
                     else:

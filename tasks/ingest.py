@@ -15,6 +15,7 @@ only rows with too many fields are detected, and a warning says so.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import logging
@@ -37,6 +38,7 @@ from tasks.sources import (
     CHUNK_BYTES,
     EXTRA,
     Batch,
+    SourceUnavailable,
     input_digest,
     list_files,
     open_batches,
@@ -347,6 +349,7 @@ def ingest(
         rows_duplicates=duplicates,
         quarantine_reasons=dict(sorted(reasons.items())),
         quoting=quoting,
+        sha256={path.name: file_sha256(path) for path in (snapshot_path, quarantine_path)},
     )
     assert read == result.rows_ok + result.rows_quarantined + result.rows_duplicates
     log.info(
@@ -364,8 +367,11 @@ def ingest(
 
 
 def _retry_unless_bad_input(task: object, task_run: object, state: State) -> bool:
-    """Retry a flaky download, never bad input: the same file would fail the same way."""
-    return not isinstance(state.data, InputError)
+    """Retry a flaky download, never bad input (the same file would fail the same way), a source
+    whose reads were retried already (`SourceUnavailable`) or a full disk."""
+    error = state.data
+    full = getattr(error, "errno", None) == errno.ENOSPC or "os error 28" in str(error)
+    return not (full or isinstance(error, InputError | SourceUnavailable))
 
 
 def ingest_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str | None:
@@ -394,10 +400,35 @@ def ingest_task(source: str, cfg: IngestConfig, out_dir: Path) -> Snapshot:
     return ingest(source, cfg, out_dir)
 
 
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def snapshot_damage(snapshot: Snapshot) -> str | None:
+    """What is wrong with a snapshot's files (deleted, truncated, overwritten), None if nothing."""
+    for path in (snapshot.path, snapshot.quarantine_path):
+        if not path.exists():
+            return f"{path.name} was deleted"
+        recorded = snapshot.sha256.get(path.name)
+        if recorded is None:
+            return f"{path.name} has no recorded digest (cached by an older version)"
+        if file_sha256(path) != recorded:
+            return f"{path.name} does not match its recorded digest (truncated or overwritten)"
+    return None
+
+
 def ingest_or_reuse(source: str, cfg: IngestConfig, out_dir: Path) -> Snapshot:
-    """`ingest_task`, its cached snapshot reused only while its files still exist."""
+    """`ingest_task`, its cached snapshot reused only while its files are intact: a damaged one
+    is discarded and ingested again."""
     snapshot = ingest_task(source, cfg, out_dir)
-    if snapshot.path.exists() and snapshot.quarantine_path.exists():
+    damage = snapshot_damage(snapshot)
+    if damage is None:
         return snapshot
-    log.info("cached snapshot %s was deleted; ingesting again", snapshot.path.name)
+    log.warning("cached snapshot: %s; ingesting again", damage)
+    for path in (snapshot.path, snapshot.quarantine_path):
+        path.unlink(missing_ok=True)
     return ingest_task.with_options(refresh_cache=True)(source, cfg, out_dir)

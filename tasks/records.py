@@ -32,6 +32,9 @@ class Snapshot(_Record):
     rows_duplicates: int
     quarantine_reasons: dict[str, int]
     quoting: dict[str, str] = {}  # CSV/TSV file → the quoting it was read with: "csv" | "none"
+    # File name → sha256 of the snapshot and quarantine files as written: a reused (cached)
+    # snapshot is checked against them before use.
+    sha256: dict[str, str] = {}
 
 
 class TokenizedData(_Record):

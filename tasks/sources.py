@@ -18,8 +18,10 @@ import csv
 import gzip
 import json
 import logging
+import os
 import re
 import threading
+import time
 import zipfile
 import zlib
 from collections.abc import Callable, Iterator
@@ -33,6 +35,7 @@ import pyarrow.parquet as pq
 from fsspec.core import url_to_fs
 from fsspec.utils import infer_compression
 
+from tasks.config import HTTP_CONNECT_TIMEOUT_S, HTTP_READ_TIMEOUT_S, HTTP_RETRY_DELAYS_S
 from tasks.records import InputError
 
 log = logging.getLogger(__name__)
@@ -89,8 +92,10 @@ def _strip_compression(path: str) -> str:
 def list_files(source: str) -> list[str]:
     """A file, every review file of a directory (recursively), or a glob; sorted, as URLs/paths."""
     try:
-        fs, path = url_to_fs(source)
-    except (ValueError, ImportError) as err:
+        fs, path = url_to_fs(source, **_http_options(source))
+    except ImportError as err:  # s3fs, gcsfs… are optional
+        raise InputError(f"{source}: {err} (`uv pip install` it to read this URL)") from None
+    except ValueError as err:
         raise InputError(
             f"{source}: cannot open ({err}); use a path or an http(s)/s3/gs URL"
         ) from None
@@ -156,14 +161,15 @@ def input_digest(files: list[str]) -> str:
 
     digest = hashlib.sha256()
     for file in files:
-        fs, path = url_to_fs(file)
+        fs, path = url_to_fs(file, **_http_options(file))
         digest.update(file.rsplit("/", 1)[-1].encode() + b"\0")
         if "file" in fs.protocol or "local" in fs.protocol or "memory" in fs.protocol:
             with fs.open(path, "rb") as fh:
                 for block in iter(lambda: fh.read(1 << 22), b""):
                     digest.update(block)
         else:
-            digest.update(str(fs.checksum(path)).encode())
+            checksum = with_network_retries(file, lambda: fs.checksum(path))  # noqa: B023
+            digest.update(str(checksum).encode())
     return digest.hexdigest()[:16]
 
 
@@ -188,8 +194,82 @@ class _Holding:
         self.close()
 
 
+class SourceUnavailable(OSError):
+    """A source that could not be read for a reason that may pass (server down, timeouts, HTTP
+    5xx), after the retries: not bad input, and not worth more retries right now."""
+
+
+def _is_http(file: str) -> bool:
+    return file.startswith(("http://", "https://"))
+
+
+def _http_options(file: str) -> dict[str, object]:
+    """fsspec options bounding how long an http(s) read may wait: aiohttp's default is 5 minutes
+    per request, which a dead host spends in full."""
+    if not _is_http(file):
+        return {}
+    import aiohttp
+
+    timeout = aiohttp.ClientTimeout(
+        total=None, sock_connect=HTTP_CONNECT_TIMEOUT_S, sock_read=HTTP_READ_TIMEOUT_S
+    )
+    return {"client_kwargs": {"timeout": timeout}}
+
+
+def _network_failure(file: str, error: BaseException) -> Exception | None:
+    """What a failed http(s) request means: InputError (the URL is wrong or forbidden: fix it),
+    SourceUnavailable (nobody answers there: no use retrying at once), or None: transient (a
+    timeout, HTTP 5xx), worth a retry. fsspec wraps the aiohttp error in a FileNotFoundError."""
+    import aiohttp
+
+    cause = error.__cause__ or error
+    if isinstance(cause, aiohttp.ClientResponseError):
+        if cause.status >= 500 or cause.status in (408, 429):
+            return None
+        what = {401: "access denied", 403: "access denied", 404: "not found", 410: "gone"}
+        todo = "check the URL" + (" and its credentials" if cause.status in (401, 403) else "")
+        reason = what.get(cause.status, cause.message)
+        return InputError(f"{file}: {reason} (HTTP {cause.status}); {todo}")
+    if isinstance(cause, aiohttp.ClientConnectorDNSError):
+        return InputError(f"{file}: unknown host ({cause.os_error}); check the URL")
+    if isinstance(cause, aiohttp.ClientConnectorError):
+        refused = cause.os_error
+        reason = os.strerror(refused.errno) if refused.errno else str(refused)
+        return SourceUnavailable(
+            f"{file}: cannot connect ({reason}); check the URL and that its server is up, then "
+            "run again"
+        )
+    if isinstance(cause, TimeoutError | aiohttp.ServerDisconnectedError | aiohttp.ClientOSError):
+        return None
+    return InputError(f"{file}: cannot open ({cause}); check the URL")
+
+
+def with_network_retries(file: str, read: Callable[[], _T]) -> _T:
+    """`read()`, retried after each pause of HTTP_RETRY_DELAYS_S while an http(s) source fails
+    transiently; a wrong URL, a refused connection or a 4xx fails at once."""
+    if not _is_http(file):
+        return read()
+    for attempt, delay in enumerate((*HTTP_RETRY_DELAYS_S, None), start=1):
+        try:
+            return read()
+        except (OSError, TimeoutError) as error:  # aiohttp's errors are OSErrors, or wrapped in one
+            if isinstance(error, InputError | SourceUnavailable):
+                raise
+            failure = _network_failure(file, error)
+            if failure is not None:
+                raise failure from None
+            if delay is None:
+                raise SourceUnavailable(
+                    f"{file}: failed {attempt} times ({error.__cause__ or error}); the server "
+                    "may be overloaded: run again later"
+                ) from None
+            log.warning("%s: %s; retrying in %.1f s", file, error.__cause__ or error, delay)
+            time.sleep(delay)
+    raise AssertionError("unreachable")
+
+
 def _open_stream(file: str, compression: str | None) -> IO[bytes]:
-    opened = fsspec.open(file, "rb", compression=compression)
+    opened = fsspec.open(file, "rb", compression=compression, **_http_options(file))
     fh: IO[bytes] = opened.open()
     return cast(IO[bytes], _Holding(fh, opened)) if "::" in file else fh
 
@@ -198,18 +278,33 @@ def _open(file: str) -> tuple[IO[bytes], bytes]:
     """The file opened for reading (decompressed by extension or gzip magic) and its first bytes,
     already consumed from the handle."""
     compression = infer_compression(_name(file))
-    try:
+
+    def open_and_read_head() -> tuple[IO[bytes], bytes]:
         fh: IO[bytes] = _open_stream(file, compression)
         head = _read(file, fh, 1 << 16)
         if compression is None and head[:2] == b"\x1f\x8b":
             fh.close()
             fh = _open_stream(file, "gzip")
             head = _read(file, fh, 1 << 16)
+        return fh, head
+
+    try:
+        return with_network_retries(file, open_and_read_head)
+    except (InputError, SourceUnavailable):
+        raise
     except FileNotFoundError:
         raise InputError(f"{file}: no such file") from None
     except OSError as err:
         raise InputError(f"{file}: cannot open ({err})") from None
-    return fh, head
+
+
+def check_readable(source: str) -> None:
+    """Fail now, before any run starts, when `source` cannot be listed or an http(s) file of it
+    cannot be opened: a dead URL costs seconds, not a flow run."""
+    for file in list_files(source):
+        if _is_http(file):
+            fh, _ = _open(file)
+            fh.close()
 
 
 def _read(file: str, fh: IO[bytes], size: int) -> bytes:

@@ -13,6 +13,7 @@ import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
+from tasks.run_liveness import ENDED_TAG
 from tasks.sample_data import write_sample_reviews
 from tasks.train import BACKUP_METADATA
 
@@ -80,6 +81,11 @@ def test_training_killed_mid_fit_resumes_from_its_last_epoch(
     assert metrics["resumed_from_epoch"] == resumed
     assert resumed < metrics["epochs_run"] <= int(EPOCHS)
     assert not list((tmp_path / "work").glob("models/*/backup"))
+    # The killed run was left RUNNING; the next run of the model marked it FAILED, saying why.
+    runs = mlflow.search_runs(search_all_experiments=True, output_format="list")
+    (killed,) = [run for run in runs if run.info.run_id != summary["mlflow_run_id"]]
+    assert killed.info.status == "FAILED"
+    assert killed.data.tags[ENDED_TAG].endswith("is gone (killed or crashed)")
 
 
 def test_diverging_loss_fails_the_run_and_moves_no_alias(tmp_path: Path, reviewgru: Cli) -> None:

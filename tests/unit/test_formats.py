@@ -157,7 +157,7 @@ def test_http(tmp_path: Path, reference: str, http_dir: tuple[str, Path]) -> Non
     url, root = http_dir
     (root / "r.csv.gz").write_bytes(gzip.compress(REVIEWS.write_csv().encode()))
     assert ingest(f"{url}/r.csv.gz", IngestConfig(), tmp_path / "h").digest == reference
-    with pytest.raises(InputError, match="no such file"):
+    with pytest.raises(InputError, match=r"missing.csv: not found \(HTTP 404\)"):
         ingest(f"{url}/missing.csv", IngestConfig(), tmp_path / "h")
 
 

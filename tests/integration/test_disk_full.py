@@ -1,0 +1,76 @@
+"""A full disk (a 64 KiB tmpfs) under each atomic write: the write fails, no partial file stays
+where a later run would read it, and the CLI says so in one line."""
+
+import errno
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from flows.failures import explain
+from tasks.config import IngestConfig, TokenizerConfig
+from tasks.ingest import ingest
+from tasks.sample_data import write_sample_reviews
+from tasks.text import write_bytes_atomically
+from tasks.tokenization import tokenize_snapshot
+
+pytestmark = [pytest.mark.integration]
+
+Cli = Callable[..., subprocess.CompletedProcess[str]]
+
+
+@pytest.fixture
+def full_disk(tmp_path: Path) -> Iterator[Path]:
+    """A directory on a 64 KiB tmpfs (needs root, as in the project's container)."""
+    mount_point = tmp_path / "full"
+    mount_point.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount_point)],
+        capture_output=True,
+        text=True,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", str(mount_point)], check=True)
+
+
+def _disk_full_error(error: BaseException) -> None:
+    message, code = explain(error)
+    assert code == 1
+    assert message.startswith("disk full")
+
+
+def test_each_atomic_write_leaves_nothing_half_written(tmp_path: Path, full_disk: Path) -> None:
+    reviews = write_sample_reviews(tmp_path / "reviews.csv", rows=4000, seed=1)
+    with pytest.raises(Exception) as snapshot_error:
+        ingest(str(reviews), IngestConfig(), full_disk / "snapshots")
+    _disk_full_error(snapshot_error.value)
+    assert list((full_disk / "snapshots").iterdir()) == []
+
+    snapshot = ingest(str(reviews), IngestConfig(), tmp_path / "snapshots")
+    with pytest.raises(Exception) as split_error:
+        tokenize_snapshot(snapshot.path, TokenizerConfig(), full_disk / "tokenized")
+    _disk_full_error(split_error.value)
+    assert list(full_disk.iterdir()) == [full_disk / "snapshots"]
+
+    with pytest.raises(OSError) as vocab_error:
+        write_bytes_atomically(full_disk / "vocab.json", b"{}" * 50_000)
+    assert vocab_error.value.errno == errno.ENOSPC
+    assert list(full_disk.iterdir()) == [full_disk / "snapshots"]
+
+
+def test_the_cli_says_the_disk_is_full(tmp_path: Path, full_disk: Path, reviewgru: Cli) -> None:
+    reviews = write_sample_reviews(tmp_path / "reviews.csv", rows=4000, seed=1)
+    args = ["--data", str(reviews), "--workdir", str(full_disk), "--until", "ingest"]
+    result = reviewgru("run", *args)
+
+    assert result.returncode == 1, result.stderr[-3000:]
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("reviewgru: error: disk full")
+    assert "free space there or choose another --workdir" in last
+    assert "Traceback" not in result.stderr
+    assert not list((full_disk / "snapshots").glob("*"))
