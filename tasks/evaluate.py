@@ -273,10 +273,10 @@ def score_champion(
     return ChampionRun(score, TargetScores(theirs, their_owner, their_nll), their_top)
 
 
-@task(name="evaluate")
-def evaluate_task(
-    trained: TrainedModel, data: TokenizedData, config: PipelineConfig, run_id: str
+def evaluate_model(
+    trained: TrainedModel, data: TokenizedData, config: PipelineConfig
 ) -> Evaluation:
+    """Test metrics, baselines, the champion on the same reviews, and the prompts side by side."""
     test_path, max_len, rules = data.split_path("test"), config.train.max_len, config.registry
     model = keras.models.load_model(trained.path, compile=False)
     sequences = read_sequences(test_path)
@@ -305,14 +305,6 @@ def evaluate_task(
         top_words(model, vocab, prompts, rules.prompt_top_k),
         champion_run.top_words if champion_run else None,
     )
-    log_side_by_side(run_id, rows)
-    logged = dict(metrics)
-    if champion is not None:
-        logged["champion_perplexity"] = champion.perplexity
-        if champion.shared_perplexity is not None:
-            logged["champion_shared_perplexity"] = champion.shared_perplexity
-            logged["challenger_shared_perplexity"] = champion.challenger_shared_perplexity or 0.0
-    tracking.log_metrics(run_id, logged)
     return Evaluation(
         metrics=metrics,
         test_digest=tracking.file_digest(test_path),
@@ -320,3 +312,20 @@ def evaluate_task(
         comparison_path=comparison,
         side_by_side=rows,
     )
+
+
+@task(name="evaluate")
+def evaluate_task(
+    trained: TrainedModel, data: TokenizedData, config: PipelineConfig, run_id: str
+) -> Evaluation:
+    evaluation = evaluate_model(trained, data, config)
+    log_side_by_side(run_id, evaluation.side_by_side)
+    logged = dict(evaluation.metrics)
+    champion = evaluation.champion
+    if champion is not None:
+        logged["champion_perplexity"] = champion.perplexity
+        if champion.shared_perplexity is not None:
+            logged["champion_shared_perplexity"] = champion.shared_perplexity
+            logged["challenger_shared_perplexity"] = champion.challenger_shared_perplexity or 0.0
+    tracking.log_metrics(run_id, logged)
+    return evaluation
