@@ -103,6 +103,10 @@ def run(
     min_improvement: Annotated[
         float | None, typer.Option(help="Relative perplexity gain needed to replace the champion.")
     ] = None,
+    must_beat: Annotated[
+        str | None,
+        typer.Option(help="bigram|unigram|none: baseline to beat to become champion (bigram)."),
+    ] = None,
     force_promote: Annotated[
         bool,
         typer.Option("--force-promote", help="Make this model champion, whatever the gate."),
@@ -160,6 +164,7 @@ def run(
         "train.strategy": strategy,
         "registry.model_name": model_name,
         "registry.min_improvement": min_improvement,
+        "registry.must_beat": must_beat,
         "registry.promotion": "force" if force_promote else ("never" if no_promote else None),
         "runner.task_runner": task_runner,
         "runner.dask_address": dask_address,
@@ -223,9 +228,12 @@ def _human_summary(summary: dict[str, Any]) -> str:
         lines.append(
             f"test      perplexity {m['test_perplexity']:.2f}"
             f" (unigram {m['unigram_perplexity']:.2f}, bigram {m['bigram_perplexity']:.2f}"
+            f", GRU/bigram {m['test_perplexity'] / m['bigram_perplexity']:.2f}"
             + (f", champion {champion:.2f}" if champion is not None else "")
             + f"), top-1 {m['test_top1']:.3f}, top-5 {m['test_top5']:.3f}"
         )
+    if summary.get("baseline_warning"):
+        lines.append(f"warning   {summary['baseline_warning']}")
     if summary["mlflow_run_id"]:
         lines.append(f"mlflow    run {summary['mlflow_run_id']}")
     if summary["model_version"]:

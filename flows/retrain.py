@@ -29,6 +29,7 @@ from tasks import run_liveness, tracking
 from tasks.config import STAGES, PipelineConfig
 from tasks.data_report import champion_drift, data_report
 from tasks.evaluate import evaluate_task
+from tasks.gate import bigram_ratio, bigram_verdict
 from tasks.ingest import ingest_or_reuse
 from tasks.register import champion_version, find_registered, register_task
 from tasks.sample_data import demo_dataset
@@ -56,6 +57,8 @@ class RunSummary(BaseModel):
     train_tokens_per_s: float | None = None
     resumed_from_epoch: int | None = None
     cached: bool = False
+    # Said plainly when the GRU loses to the bigram baseline (tasks/gate.py:bigram_verdict).
+    baseline_warning: str | None = None
 
 
 @contextmanager
@@ -148,6 +151,7 @@ def _run_stages(
                 **{key: evaluation.metrics[key] for key in _METRIC_KEYS},
                 "champion_perplexity": champion.perplexity if champion else None,
             }
+            summary.baseline_warning = bigram_verdict(evaluation.metrics, data.tokens["train"])
             if config.runs_stage("register"):
                 with _timed(timings, "register"):
                     registration = register_task(run_id, trained, data, evaluation, config)
@@ -206,10 +210,15 @@ def _report(summary: RunSummary) -> None:
         key="reviewgru-run-summary", markdown=_markdown(summary), description="Retrain summary"
     )
     if summary.metrics:
+        table = [{"metric": key, "value": value} for key, value in summary.metrics.items()]
+        ratio = bigram_ratio(summary.metrics)
+        if ratio is not None:
+            table.append({"metric": "GRU/bigram perplexity", "value": round(ratio, 3)})
         create_table_artifact(
             key="reviewgru-metrics",
-            table=[{"metric": key, "value": value} for key, value in summary.metrics.items()],
-            description="Test metrics beside the baselines and the champion on the same split",
+            table=table,
+            description=summary.baseline_warning
+            or "Test metrics beside the baselines and the champion on the same split",
         )
     if summary.mlflow_run_id:
         link = tracking.run_link(summary.mlflow_run_id)

@@ -142,6 +142,38 @@ class RegistryConfig(_Section):
     promotion: Literal["gate", "force", "never"] = Field(
         default="gate", description="gate: champion only if it wins; force / never: override."
     )
+    must_beat: Literal["bigram", "unigram", "none"] = Field(
+        default="bigram",
+        description="Baseline the challenger's test perplexity must beat to become champion.",
+    )
+    confidence: float = Field(
+        default=0.95,
+        gt=0.0,
+        lt=1.0,
+        description="Of the paired bootstrap interval of the perplexity change against the "
+        "champion; promoted only when the whole interval is a gain of min_improvement or more.",
+    )
+    bootstrap_resamples: int = Field(default=1000, ge=100, description="Resamples of reviews.")
+    bootstrap_seed: int = Field(default=0, description="Seed of the bootstrap (reproducible).")
+    max_slice_regression: float = Field(
+        default=0.10,
+        ge=0.0,
+        description="A language or star-rating slice whose perplexity is worse than the "
+        "champion's by more than this (relative) blocks promotion.",
+    )
+    min_slice_targets: int = Field(
+        default=200,
+        ge=1,
+        description="Slices with fewer test targets are shown but too noisy to block promotion.",
+    )
+    prompts: list[str] = Field(
+        default=[],
+        description="Prompts whose top next words the gate shows for champion and challenger; "
+        "empty: drawn from the test split (prompt_count reviews, their first prompt_words words).",
+    )
+    prompt_count: int = Field(default=5, ge=0)
+    prompt_words: int = Field(default=4, ge=1)
+    prompt_top_k: int = Field(default=5, ge=1, description="Next words shown per prompt.")
 
 
 class RunnerConfig(_Section):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import keras
@@ -19,6 +20,16 @@ import tensorflow as tf
 from prefect import task
 
 from tasks import tracking
+from tasks.comparison import (
+    TargetScores,
+    draw_prompts,
+    log_side_by_side,
+    pair_scores,
+    side_by_side,
+    slice_labels,
+    top_words,
+    write_comparison,
+)
 from tasks.config import PipelineConfig
 from tasks.records import ChampionScore, Evaluation, TokenizedData, TrainedModel
 from tasks.register import champion_version, download_model_files
@@ -207,20 +218,31 @@ def baselines(train_path: Path, test_path: Path, vocab_size: int) -> dict[str, f
     return result
 
 
+@dataclass(frozen=True)
+class ChampionRun:
+    """The champion scored on this run's test split: its summary, its per-target scores and its
+    top next words after the gate's prompts."""
+
+    score: ChampionScore
+    targets: TargetScores
+    top_words: list[str]
+
+
 def score_champion(
     model_name: str,
     test_path: Path,
     max_len: int,
     vocab: Vocab,
-    targets: np.ndarray,
-    nll: np.ndarray,
-) -> ChampionScore | None:
+    ours: TargetScores,
+    prompts: list[str],
+    top_k: int,
+) -> ChampionRun | None:
     """The champion on this test split, tokenized with the champion's own vocabulary.
 
     Scoring its ids under our vocabulary would compare different events; re-encoding the same
     test reviews with its vocabulary compares like with like. When the two vocabularies differ,
-    both models are also scored on the targets that both know (`targets`, `nll`: ours, per
-    target): a vocabulary with more "[UNK]" would otherwise look better than it is.
+    both models are also scored on the targets that both know (`ours`: our per-target scores):
+    a vocabulary with more "[UNK]" would otherwise look better than it is.
     """
     version = champion_version(model_name)
     if version is None:
@@ -231,44 +253,79 @@ def score_champion(
         texts = pq.read_table(test_path, columns=["text"]).column("text").to_pylist()
         sequences = pack_sequences(encode_texts(texts, champion_vocab))
         model = keras.models.load_model(keras_path, compile=False)
-        theirs, _, their_nll, _ = score_targets(model, sequences, max_len)
+        theirs, their_owner, their_nll, _ = score_targets(model, sequences, max_len)
+        their_top = top_words(model, champion_vocab, prompts, top_k)
     score = ChampionScore(
         version=version,
         perplexity=math.exp(float(their_nll.mean())),
         same_vocabulary=champion_vocab.tokens == vocab.tokens,
     )
-    if not score.same_vocabulary and len(theirs) == len(targets):  # same tokens, other ids
-        both_know = (theirs != UNK_ID) & (targets != UNK_ID)
+    if not score.same_vocabulary and len(theirs) == len(ours.targets):  # same tokens, other ids
+        both_know = (theirs != UNK_ID) & (ours.targets != UNK_ID)
         if both_know.any():
             score = score.model_copy(
                 update={
                     "shared_perplexity": math.exp(float(their_nll[both_know].mean())),
-                    "challenger_shared_perplexity": math.exp(float(nll[both_know].mean())),
+                    "challenger_shared_perplexity": math.exp(float(ours.nll[both_know].mean())),
                 }
             )
     logger.info("champion v%s on this test split: %s", version, score)
-    return score
+    return ChampionRun(score, TargetScores(theirs, their_owner, their_nll), their_top)
+
+
+def evaluate_model(
+    trained: TrainedModel, data: TokenizedData, config: PipelineConfig
+) -> Evaluation:
+    """Test metrics, baselines, the champion on the same reviews, and the prompts side by side."""
+    test_path, max_len, rules = data.split_path("test"), config.train.max_len, config.registry
+    model = keras.models.load_model(trained.path, compile=False)
+    sequences = read_sequences(test_path)
+    targets, owner, nll, rank = score_targets(model, sequences, max_len)
+    metrics = summarize_targets(targets, nll, rank)
+    metrics |= baselines(data.split_path("train"), test_path, data.vocab_size)
+    vocab = Vocab.load(data.vocab_path)
+    prompts = rules.prompts or draw_prompts(test_path, rules.prompt_count, rules.prompt_words)
+    ours = TargetScores(targets, owner, nll)
+    champion_run = score_champion(
+        rules.model_name, test_path, max_len, vocab, ours, prompts, rules.prompt_top_k
+    )
+    champion = champion_run.score if champion_run else None
+    comparison = None
+    if champion_run is not None:
+        paired, _ = pair_scores(
+            ours, champion_run.targets, len(sequences[1]) - 1, champion_run.score.same_vocabulary
+        )
+        comparison = write_comparison(
+            trained.path.parent / f"comparison-v{champion_run.score.version}.parquet",
+            paired,
+            slice_labels(test_path),
+        )
+    rows = side_by_side(
+        prompts,
+        top_words(model, vocab, prompts, rules.prompt_top_k),
+        champion_run.top_words if champion_run else None,
+    )
+    return Evaluation(
+        metrics=metrics,
+        test_digest=tracking.file_digest(test_path),
+        champion=champion,
+        comparison_path=comparison,
+        side_by_side=rows,
+    )
 
 
 @task(name="evaluate")
 def evaluate_task(
     trained: TrainedModel, data: TokenizedData, config: PipelineConfig, run_id: str
 ) -> Evaluation:
-    test_path, max_len = data.split_path("test"), config.train.max_len
-    model = keras.models.load_model(trained.path, compile=False)
-    targets, _, nll, rank = score_targets(model, read_sequences(test_path), max_len)
-    metrics = summarize_targets(targets, nll, rank)
-    metrics |= baselines(data.split_path("train"), test_path, data.vocab_size)
-    champion = score_champion(
-        config.registry.model_name, test_path, max_len, Vocab.load(data.vocab_path), targets, nll
-    )
-    logged = dict(metrics)
+    evaluation = evaluate_model(trained, data, config)
+    log_side_by_side(run_id, evaluation.side_by_side)
+    logged = dict(evaluation.metrics)
+    champion = evaluation.champion
     if champion is not None:
         logged["champion_perplexity"] = champion.perplexity
         if champion.shared_perplexity is not None:
             logged["champion_shared_perplexity"] = champion.shared_perplexity
             logged["challenger_shared_perplexity"] = champion.challenger_shared_perplexity or 0.0
     tracking.log_metrics(run_id, logged)
-    return Evaluation(
-        metrics=metrics, test_digest=tracking.file_digest(test_path), champion=champion
-    )
+    return evaluation

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 from mlflow.pyfunc import PythonModel
 from mlflow.types import ColSpec, DataType, Schema
+from mlflow.types.schema import Array, Object, Property
 
 from tasks.text import Vocab, encode_texts
 
@@ -24,14 +25,10 @@ SPECIAL_IDS = (0, 1)  # [PAD] and [UNK] are never suggested
 INPUT_SCHEMA = Schema(
     [ColSpec(DataType.string, "text"), ColSpec(DataType.long, "top_k", required=False)]
 )
-OUTPUT_SCHEMA = Schema(
-    [
-        ColSpec(DataType.string, "text"),
-        ColSpec(DataType.long, "rank"),
-        ColSpec(DataType.string, "word"),
-        ColSpec(DataType.double, "p"),
-    ]
-)
+# One output row per input row (MLflow's batch tools line them up): the text, and its candidates
+# most probable first, each {"word": …, "p": …}.
+CANDIDATE = Object([Property("word", DataType.string), Property("p", DataType.double)])
+OUTPUT_SCHEMA = Schema([ColSpec(DataType.string, "text"), ColSpec(Array(CANDIDATE), "next")])
 
 
 def next_word_distribution(model: Any, vocab: Vocab, texts: list[str]) -> np.ndarray:
@@ -82,14 +79,14 @@ class NextWordModel(PythonModel):
             top_k = [int(k) if pd.notna(k) else DEFAULT_TOP_K for k in model_input["top_k"]]
         else:
             top_k = [DEFAULT_TOP_K] * len(texts)
-        rows = [
-            {"text": text, "rank": rank, "word": word, "p": p}
-            for text, candidates in zip(
-                texts, top_next_words(self.model, self.vocab, texts, top_k), strict=True
-            )
-            for rank, (word, p) in enumerate(candidates, start=1)
-        ]
-        return pd.DataFrame(rows, columns=["text", "rank", "word", "p"])
+        candidates = top_next_words(self.model, self.vocab, texts, top_k)
+        return pd.DataFrame(
+            {
+                "text": texts,
+                "next": [[{"word": word, "p": p} for word, p in row] for row in candidates],
+            },
+            columns=["text", "next"],
+        )
 
 
 mlflow.models.set_model(NextWordModel())

@@ -26,7 +26,7 @@ def load_model(model_uri: str) -> PyFuncModel:
 def next_words(model: PyFuncModel, text: str, top_k: int = 5) -> list[dict[str, float | str]]:
     """The `top_k` most probable next words after `text`, most probable first."""
     frame = cast(pd.DataFrame, model.predict(pd.DataFrame({"text": [text], "top_k": [top_k]})))
-    return [{"word": row.word, "p": float(row.p)} for row in frame.itertuples()]
+    return [{"word": str(c["word"]), "p": float(c["p"])} for c in frame["next"].iloc[0]]
 
 
 def generate(

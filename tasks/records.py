@@ -119,6 +119,10 @@ class Evaluation(_Record):
     metrics: dict[str, float]
     test_digest: str
     champion: ChampionScore | None
+    # Both models per test review, for the gate's bootstrap and slices (tasks/comparison.py).
+    comparison_path: Path | None = None
+    # Prompt, the challenger's and the champion's top next words.
+    side_by_side: list[dict[str, str]] = []
 
 
 class Registration(_Record):
@@ -127,3 +131,6 @@ class Registration(_Record):
     model_uri: str
     promoted: bool
     reason: str
+    # The gate's relative perplexity change against the champion: point, low, high (or None).
+    interval: tuple[float, float, float] | None = None
+    slices: list[dict[str, str]] = []  # both models per language / star rating, for the artifact

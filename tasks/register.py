@@ -20,12 +20,15 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
 from mlflow.tracking import MlflowClient
 from prefect import task
-from prefect.artifacts import create_table_artifact
+from prefect.artifacts import create_markdown_artifact
 
 from tasks import tracking
-from tasks.config import PipelineConfig
+from tasks.comparison import champion_evidence
+from tasks.config import PipelineConfig, RegistryConfig
+from tasks.gate import GateDecision, decide
+from tasks.gate_report import gate_markdown, slice_rows
 from tasks.next_word_model import INPUT_SCHEMA, OUTPUT_SCHEMA
-from tasks.records import ChampionScore, Evaluation, Registration, TokenizedData, TrainedModel
+from tasks.records import Evaluation, Registration, TokenizedData, TrainedModel
 
 log = logging.getLogger(__name__)
 
@@ -35,41 +38,16 @@ CHAMPION, CHALLENGER = "champion", "challenger"
 SERVING_REQUIREMENTS = ("mlflow", "tensorflow", "keras", "polars", "pandas", "numpy", "pydantic")
 
 
-def decide_promotion(
-    perplexity: float,
-    unigram_perplexity: float,
-    champion: ChampionScore | None,
-    min_improvement: float = 0.0,
-    promotion: str = "gate",
-) -> tuple[bool, str]:
-    """Whether the challenger becomes champion, and why, in one sentence."""
-    if promotion == "force":
-        return True, f"promotion forced (--force-promote); perplexity {perplexity:.2f}"
-    if promotion == "never":
-        return False, f"promotion disabled (--no-promote); perplexity {perplexity:.2f}"
-    if perplexity >= unigram_perplexity:
-        return False, (
-            f"perplexity {perplexity:.2f} does not beat the unigram baseline "
-            f"{unigram_perplexity:.2f}"
-        )
-    if champion is None:
-        return True, (
-            f"no champion yet; perplexity {perplexity:.2f} beats the unigram baseline "
-            f"{unigram_perplexity:.2f}"
-        )
-    ours, theirs, where = perplexity, champion.perplexity, "on the same test split"
-    if champion.shared_perplexity is not None and champion.challenger_shared_perplexity is not None:
-        ours, theirs = champion.challenger_shared_perplexity, champion.shared_perplexity
-        where = "on the same test split, words both vocabularies know"
-    needed = theirs * (1.0 - min_improvement)
-    if ours < needed:
-        return True, (
-            f"perplexity {ours:.2f} beats champion v{champion.version} ({theirs:.2f}) {where}"
-        )
-    return False, (
-        f"perplexity {ours:.2f} does not beat champion v{champion.version} "
-        f"({theirs:.2f}, needed < {needed:.2f}) {where}"
-    )
+def gate_decision(evaluation: Evaluation, rules: RegistryConfig) -> GateDecision:
+    """The gate (tasks/gate.py) on this run's evaluation."""
+    champion = None
+    if evaluation.champion is not None:
+        if evaluation.comparison_path is None:
+            raise ValueError("the evaluation re-scored the champion but kept no per-review scores")
+        champion = champion_evidence(evaluation.champion, evaluation.comparison_path)
+    metrics = evaluation.metrics
+    baselines = {name: metrics[f"{name}_perplexity"] for name in ("unigram", "bigram")}
+    return decide(metrics["test_perplexity"], baselines, champion, rules)
 
 
 def find_registered(model_name: str, training_digest: str) -> ModelVersion | None:
@@ -176,13 +154,8 @@ def register_model(
             pip_requirements=[f"{pkg}=={installed_version(pkg)}" for pkg in SERVING_REQUIREMENTS],
         )
     metrics = evaluation.metrics
-    promote, reason = decide_promotion(
-        metrics["test_perplexity"],
-        metrics["unigram_perplexity"],
-        evaluation.champion,
-        config.registry.min_improvement,
-        config.registry.promotion,
-    )
+    decision = gate_decision(evaluation, config.registry)
+    promote, reason = decision.promoted, decision.reason
     tags = {
         "data.digest": data.digest,
         "data.test_digest": evaluation.test_digest,
@@ -212,35 +185,13 @@ def register_model(
         model_uri=f"models:/{name}/{version}",
         promoted=promote,
         reason=reason,
+        interval=(
+            (decision.interval.point, decision.interval.low, decision.interval.high)
+            if decision.interval
+            else None
+        ),
+        slices=slice_rows(decision),
     )
-
-
-def gate_table(registration: Registration, evaluation: Evaluation) -> list[dict[str, str]]:
-    """Challenger vs champion vs baselines on the same test split, for the Prefect UI."""
-    metrics = evaluation.metrics
-    rows = [
-        {
-            "model": f"challenger v{registration.version}",
-            "test perplexity": f"{metrics['test_perplexity']:.3f}",
-            "top-1": f"{metrics['test_top1']:.3f}",
-            "top-5": f"{metrics['test_top5']:.3f}",
-        }
-    ]
-    if evaluation.champion is not None:
-        rows.append(
-            {
-                "model": f"champion v{evaluation.champion.version} (re-scored here)",
-                "test perplexity": f"{evaluation.champion.perplexity:.3f}",
-                "top-1": "",
-                "top-5": "",
-            }
-        )
-    for baseline in ("unigram", "bigram"):
-        perplexity = metrics[f"{baseline}_perplexity"]
-        rows.append(
-            {"model": baseline, "test perplexity": f"{perplexity:.3f}", "top-1": "", "top-5": ""}
-        )
-    return rows
 
 
 @task(name="register")
@@ -253,13 +204,14 @@ def register_task(
 ) -> Registration:
     registration = register_model(run_id, trained, data, evaluation, config)
     decision = "promoted to champion" if registration.promoted else "not promoted"
-    create_table_artifact(
+    create_markdown_artifact(
         key="reviewgru-gate",
-        table=gate_table(registration, evaluation),
-        description=(
-            f"**{registration.model_name} v{registration.version}: {decision}** — "
-            f"{registration.reason}. MLflow run: {tracking.run_link(run_id)}; "
-            f"model: {tracking.model_version_link(registration.model_name, registration.version)}"
+        markdown=gate_markdown(
+            registration,
+            evaluation,
+            run_link=tracking.run_link(run_id),
+            version_link=tracking.model_version_link(registration.model_name, registration.version),
         ),
+        description=f"{registration.model_name} v{registration.version}: {decision}",
     )
     return registration

@@ -6,6 +6,7 @@ the model finds least predictable, so the output is sorted by perplexity, highes
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import tempfile
@@ -27,6 +28,7 @@ log = logging.getLogger(__name__)
 
 Mode = Literal["next", "perplexity"]
 BATCH_REVIEWS = 256
+CANDIDATE = pl.Struct({"word": pl.String, "p": pl.Float64})
 
 
 def _load(model_uri: str, dst: Path) -> tuple[keras.Model, Vocab]:
@@ -37,15 +39,17 @@ def _load(model_uri: str, dst: Path) -> tuple[keras.Model, Vocab]:
 def next_word_table(
     model: keras.Model, vocab: Vocab, reviews: pl.DataFrame, top_k: int
 ) -> pl.DataFrame:
-    """review_id, rank, word, p: the `top_k` most probable words after each review."""
-    rows: list[tuple[str, int, str, float]] = []
+    """One row per review, like the served model: review_id, and `next`, its `top_k` most
+    probable next words as a list of {word, p}, most probable first."""
+    ids: list[str] = []
+    nexts: list[list[dict[str, str | float]]] = []
     for batch in reviews.iter_slices(BATCH_REVIEWS):
         texts = batch["text"].to_list()
         candidates = top_next_words(model, vocab, texts, [top_k] * len(texts))
-        for review_id, words in zip(batch["review_id"], candidates, strict=True):
-            rows.extend((review_id, rank, word, p) for rank, (word, p) in enumerate(words, 1))
-    schema = {"review_id": pl.String, "rank": pl.Int32, "word": pl.String, "p": pl.Float64}
-    return pl.DataFrame(rows, schema=schema, orient="row")
+        ids.extend(batch["review_id"].to_list())
+        nexts.extend([{"word": word, "p": p} for word, p in words] for words in candidates)
+    schema: dict[str, pl.DataType] = {"review_id": pl.String(), "next": pl.List(CANDIDATE)}
+    return pl.DataFrame({"review_id": ids, "next": nexts}, schema=schema)
 
 
 def perplexity_table(
@@ -65,6 +69,15 @@ def perplexity_table(
     )
 
 
+def _nested_as_json(table: pl.DataFrame) -> pl.DataFrame:
+    """CSV has no lists: a nested column (the next words) becomes one JSON text per row."""
+    nested = [name for name, dtype in table.schema.items() if dtype.is_nested()]
+    return table.with_columns(
+        pl.Series(name, [json.dumps(value) for value in table[name].to_list()], pl.String)
+        for name in nested
+    )
+
+
 def write_table(table: pl.DataFrame, out: Path) -> None:
     """Parquet or CSV by the file's extension, written atomically."""
     suffix = out.suffix.lower()
@@ -77,7 +90,7 @@ def write_table(table: pl.DataFrame, out: Path) -> None:
         if suffix == ".parquet":
             table.write_parquet(tmp)
         else:
-            table.write_csv(tmp)
+            _nested_as_json(table).write_csv(tmp)
         os.replace(tmp, out)
     finally:
         Path(tmp).unlink(missing_ok=True)

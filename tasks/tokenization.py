@@ -80,7 +80,7 @@ def _replace_dir(tmp: Path, out_dir: Path) -> None:
 
 
 def tokenize_frame(frame: pl.DataFrame, cfg: TokenizerConfig) -> pl.DataFrame:
-    """Snapshot rows → review_id, language, split, tokens, text (test split only)."""
+    """Snapshot rows → review_id, language, split, tokens, text and rating (test split only)."""
     split = splits_of(frame["review_id"], cfg.val_fraction, cfg.test_fraction)
     tokens = tokens_series(
         frame["text"], cfg.lowercase, cfg.url_placeholder, cfg.number_placeholder
@@ -91,6 +91,8 @@ def tokenize_frame(frame: pl.DataFrame, cfg: TokenizerConfig) -> pl.DataFrame:
         split,
         tokens.alias("tokens"),
         pl.when(split == "test").then(pl.col("text")).alias("text"),
+        # The gate compares models per star rating on the test split (tasks/gate.py).
+        pl.when(split == "test").then(pl.col("rating")).alias("rating"),
     )
 
 
@@ -171,7 +173,7 @@ class ShardStats:
 def tokenize_shard(shard: Shard, cfg: TokenizerConfig) -> Shard:
     """Pass 1 on one shard: its tokens and the train split's token counts, as Parquet parts."""
     table = pq.ParquetFile(shard.snapshot).read_row_group(
-        shard.row_group, columns=["review_id", "text", "language"]
+        shard.row_group, columns=["review_id", "text", "language", "rating"]
     )
     frame = pl.from_arrow(table)
     assert isinstance(frame, pl.DataFrame)
@@ -201,7 +203,7 @@ def encode_shard(shard: Shard, vocab_path: Path) -> ShardStats:
     languages = ids.group_by(pl.col("language").fill_null("unknown")).len()
     stats.languages.update(dict(languages.iter_rows()))
     for split in SPLITS:
-        columns = ["review_id", "language", "ids"] + (["text"] if split == "test" else [])
+        columns = ["review_id", "language", "ids"] + (["text", "rating"] if split == "test" else [])
         part = ids.filter(pl.col("split") == split).select(columns)
         part.write_parquet(shard.part(split), compression="lz4", statistics=False)
         lengths = part["ids"].list.len()

@@ -65,7 +65,7 @@ def test_server_killed_during_register_moves_no_alias(
     reviewgru = str(Path(sys.executable).with_name("reviewgru"))
     reviews = write_sample_reviews(tmp_path / "reviews.csv", rows=300, seed=5)
     common = ["run", "--data", str(reviews), "--workdir", str(tmp_path / "work"), "--epochs", "1",
-              "--learning-rate", "0.01"]  # fmt: skip
+              "--learning-rate", "0.01", "--must-beat", "unigram"]  # fmt: skip
     first = subprocess.run([reviewgru, *common, "--json"], capture_output=True, text=True,
                            timeout=600, env=os.environ)  # fmt: skip
     assert first.returncode == 0, first.stderr[-3000:]

@@ -12,6 +12,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from prefect import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+from prefect.client.schemas.objects import Artifact
 
 from tasks.sample_data import write_sample_reviews
 
@@ -49,12 +50,16 @@ def _run(reviewgru: Cli, args: list[str]) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def _data_report(flow_run_id: str) -> dict[str, object]:
+def _artifact(flow_run_id: str, key: str) -> Artifact:
     with get_client(sync_client=True) as prefect:
         artifacts = prefect.read_artifacts(
             flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[UUID(flow_run_id)]))
         )
-    report = next(a for a in artifacts if a.key == "reviewgru-data-report")
+    return next(a for a in artifacts if a.key == key)
+
+
+def _data_report(flow_run_id: str) -> dict[str, object]:
+    report = _artifact(flow_run_id, "reviewgru-data-report")
     return {row["what"]: row["value"] for row in json.loads(str(report.data))}
 
 
@@ -65,8 +70,9 @@ def _alias(name: str, alias: str) -> str:
 def test_retrain_registers_promotes_and_serves(tmp_path: Path, reviewgru: Cli) -> None:
     reviews = write_sample_reviews(tmp_path / "reviews.csv", rows=400, seed=3)
     common = ["--data", str(reviews), "--workdir", str(tmp_path / "work"), "--epochs", "1"]
-
-    first = _run(reviewgru, [*common, "--learning-rate", "0.01"])
+    # One epoch does not beat the bigram on the demo grammar; the first champion need only beat
+    # the unigram here (the second run below meets the default, bigram, gate).
+    first = _run(reviewgru, [*common, "--learning-rate", "0.01", "--must-beat", "unigram"])
 
     assert first.keys() >= SUMMARY_KEYS
     assert first["metrics"].keys() == METRIC_KEYS
@@ -107,7 +113,26 @@ def test_retrain_registers_promotes_and_serves(tmp_path: Path, reviewgru: Cli) -
         reviewgru, [*common, "--units", "2", "--learning-rate", "0.00001", "--vocab-size", "150"]
     )
 
+    # It loses to the bigram: registered (challenger), not promoted, and every report says why.
     assert (worse["model_version"], worse["promoted"]) == ("2", False)
+    rejected = MlflowClient().get_model_version("reviewgru", "2").tags
+    assert rejected["gate.decision"] == "rejected"
+    reason = rejected["gate.reason"]
+    assert reason.startswith(f"perplexity {worse['metrics']['test_perplexity']:.4g} does not beat")
+    assert f"the bigram baseline {worse['metrics']['bigram_perplexity']:.4g} (+" in reason
+    assert "champion v1's" in reason and "words both vocabularies know" in reason
+    assert "95% interval [" in reason and reason.endswith(": not promoted")
+    warning = worse["baseline_warning"]
+    assert f"after training on {worse['tokens']['train']} tokens" in warning
+    assert _artifact(worse["flow_run_id"], "reviewgru-metrics").description == warning
+    gate = str(_artifact(worse["flow_run_id"], "reviewgru-gate").data)
+    assert reason in gate and "| language=" in gate and "| rating=" in gate
+    assert "## Next words side by side" in gate
+    side_by_side = MlflowClient().download_artifacts(
+        worse["mlflow_run_id"], "gate/side_by_side.json", str(tmp_path)
+    )
+    table = json.loads(Path(side_by_side).read_text())
+    assert table["columns"] == ["prompt", "challenger", "champion"] and len(table["data"]) == 5
     report = _data_report(worse["flow_run_id"])
     assert report["drift vs champion v1: reviews"] == "400 → 400 (+0.0%)"
     # Same data, but the champion's vocabulary is larger: fewer unknown words under it.
@@ -120,15 +145,13 @@ def test_retrain_registers_promotes_and_serves(tmp_path: Path, reviewgru: Cli) -
     )
     assert _alias("reviewgru", "champion") == "1"
     assert _alias("reviewgru", "challenger") == "2"
-    rejected = MlflowClient().get_model_version("reviewgru", "2").tags
-    assert rejected["gate.decision"] == "rejected"
     run_metrics = MlflowClient().get_run(worse["mlflow_run_id"]).data.metrics
     assert run_metrics["champion_perplexity"] == pytest.approx(metrics["test_perplexity"], rel=1e-3)
     assert (
         1 < run_metrics["champion_shared_perplexity"] < run_metrics["challenger_shared_perplexity"]
     )
 
-    again = _run(reviewgru, [*common, "--learning-rate", "0.01"])
+    again = _run(reviewgru, [*common, "--learning-rate", "0.01", "--must-beat", "unigram"])
 
     assert again["cached"] is True and worse["cached"] is False
     assert (again["model_version"], again["promoted"]) == ("1", True)

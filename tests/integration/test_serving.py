@@ -77,7 +77,14 @@ def test_mlflow_models_serve_answers_invocations(champion_uri: str, tmp_path: Pa
         text=True,
     )  # fmt: skip
     try:
-        body = json.dumps({"dataframe_records": [{"text": "The blender is", "top_k": 3}]})
+        body = json.dumps(
+            {
+                "dataframe_records": [
+                    {"text": "The blender is", "top_k": 3},
+                    {"text": "great", "top_k": 2},
+                ]
+            }
+        )
         wait_for_http(f"http://127.0.0.1:{port}/ping", server)
         request = urllib.request.Request(
             f"http://127.0.0.1:{port}/invocations",
@@ -90,11 +97,13 @@ def test_mlflow_models_serve_answers_invocations(champion_uri: str, tmp_path: Pa
         server.terminate()
         server.wait(timeout=30)
 
-    assert [row["rank"] for row in predictions] == [1, 2, 3]
-    assert [row["text"] for row in predictions] == ["The blender is"] * 3
-    probabilities = [row["p"] for row in predictions]
+    # One prediction per input row, each with its own top_k candidates.
+    assert [row["text"] for row in predictions] == ["The blender is", "great"]
+    assert [len(row["next"]) for row in predictions] == [3, 2]
+    probabilities = [candidate["p"] for candidate in predictions[0]["next"]]
     assert probabilities == sorted(probabilities, reverse=True)
-    assert {row["word"] for row in predictions} <= set(TOKENS[2:])
+    words = {c["word"] for row in predictions for c in row["next"]}
+    assert words <= set(TOKENS[2:])
 
 
 def test_model_loads_with_only_what_it_ships(champion_uri: str, tmp_path: Path) -> None:
@@ -105,7 +114,7 @@ def test_model_loads_with_only_what_it_ships(champion_uri: str, tmp_path: Path) 
         model = mlflow.pyfunc.load_model({champion_uri!r})
         import tasks
         assert not tasks.__file__.startswith({str(REPO / "tasks")!r}), tasks.__file__
-        print(len(model.predict(pd.DataFrame({{"text": ["the blender"]}}))))
+        print(len(model.predict(pd.DataFrame({{"text": ["the blender"]}}))["next"][0]))
     """)
     result = subprocess.run(
         [sys.executable, "-c", script], cwd=tmp_path, env=os.environ, capture_output=True,

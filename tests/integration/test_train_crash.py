@@ -67,7 +67,9 @@ def _kill_after_first_epoch(args: list[str], workdir: Path, log: Path) -> None:
 def test_training_killed_mid_fit_resumes_from_its_last_epoch(
     tmp_path: Path, reviewgru: Cli
 ) -> None:
-    args = [*_common(tmp_path), "--epochs", EPOCHS, "--learning-rate", "0.01"]
+    # A few epochs on the tiny demo need not beat the bigram: this test is about resuming.
+    args = [*_common(tmp_path), "--epochs", EPOCHS, "--learning-rate", "0.01", "--must-beat",
+            "unigram"]  # fmt: skip
     _kill_after_first_epoch(args, tmp_path / "work", tmp_path / "killed.log")
 
     again = reviewgru("run", *args, "--json")
@@ -89,7 +91,7 @@ def test_training_killed_mid_fit_resumes_from_its_last_epoch(
 
 
 def test_diverging_loss_fails_the_run_and_moves_no_alias(tmp_path: Path, reviewgru: Cli) -> None:
-    common = [*_common(tmp_path), "--epochs", "1"]
+    common = [*_common(tmp_path), "--epochs", "1", "--must-beat", "unigram"]
     first = _summary(reviewgru("run", *common, "--learning-rate", "0.01", "--json"))
     assert (first["model_version"], first["promoted"]) == ("1", True)
 

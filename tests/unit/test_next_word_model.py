@@ -1,8 +1,12 @@
 """The registered pyfunc model, saved and loaded for real (tiny untrained Keras model)."""
 
+import json
+from pathlib import Path
+
 import mlflow
 import numpy as np
 import pandas as pd
+import polars as pl
 import pytest
 from mlflow.models import ModelSignature
 
@@ -10,6 +14,7 @@ from tasks.model import build_language_model
 from tasks.next_word_model import INPUT_SCHEMA, OUTPUT_SCHEMA
 from tasks.predict import generate, next_words
 from tasks.register import MODEL_CODE, TASKS_DIR
+from tasks.score import next_word_table, write_table
 from tasks.text import Vocab
 
 TOKENS = ["[PAD]", "[UNK]", "the", "blender", "is", "great", "."]
@@ -34,18 +39,52 @@ def pyfunc_model(tmp_path_factory: pytest.TempPathFactory) -> mlflow.pyfunc.PyFu
     return mlflow.pyfunc.load_model(str(root / "saved"))
 
 
-def test_predict_ranks_real_words_by_probability(pyfunc_model: mlflow.pyfunc.PyFuncModel) -> None:
-    frame = pyfunc_model.predict(
-        pd.DataFrame({"text": ["The <b>blender</b> is", "the"], "top_k": [3, 5]})
-    )
+def test_predict_returns_one_row_per_input(pyfunc_model: mlflow.pyfunc.PyFuncModel) -> None:
+    texts = ["The <b>blender</b> is", "the", "the"]
+    frame = pyfunc_model.predict(pd.DataFrame({"text": texts, "top_k": [3, 5, 1]}))
 
-    assert list(frame.columns) == ["text", "rank", "word", "p"]
-    first = frame[frame["text"] == "The <b>blender</b> is"]
-    assert first["rank"].tolist() == [1, 2, 3]
-    assert first["p"].is_monotonic_decreasing
-    assert len(frame[frame["text"] == "the"]) == 5
-    assert not {"[PAD]", "[UNK]"} & set(frame["word"])
-    assert frame["p"].between(0, 1).all()
+    assert list(frame.columns) == ["text", "next"]
+    assert frame["text"].tolist() == texts  # lined up with the input, as spark_udf expects
+    assert [len(candidates) for candidates in frame["next"]] == [3, 5, 1]
+    first = frame["next"][0]
+    assert [p["p"] for p in first] == sorted((p["p"] for p in first), reverse=True)
+    words = {c["word"] for candidates in frame["next"] for c in candidates}
+    assert not {"[PAD]", "[UNK]"} & words and words <= set(TOKENS)
+    assert all(0 <= c["p"] <= 1 for candidates in frame["next"] for c in candidates)
+    # top_k is per row: the same text asked for 1 gets the best of its 5 (words may tie, p not)
+    assert frame["next"][2][0]["p"] == frame["next"][1][0]["p"]
+
+
+def test_signature_says_each_row_holds_a_list_of_word_and_p() -> None:
+    assert OUTPUT_SCHEMA.to_dict() == [
+        {"type": "string", "name": "text", "required": True},
+        {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "p": {"type": "double", "required": True},
+                    "word": {"type": "string", "required": True},
+                },
+            },
+            "name": "next",
+            "required": True,
+        },
+    ]
+
+
+def test_batch_next_words_are_one_row_per_review(tmp_path: Path) -> None:
+    model = build_language_model(len(TOKENS), embedding_dim=4, units=4)
+    vocab = Vocab(TOKENS, [0, 0, 5, 4, 3, 2, 1], lowercase=True)
+    reviews = pl.DataFrame({"review_id": ["a", "b"], "text": ["the blender", "great"]})
+
+    table = next_word_table(model, vocab, reviews, top_k=3)
+
+    assert table["review_id"].to_list() == ["a", "b"]
+    assert [len(row) for row in table["next"].to_list()] == [3, 3]
+    write_table(table, tmp_path / "next.csv")
+    from_csv = pl.read_csv(tmp_path / "next.csv")
+    assert json.loads(from_csv["next"][0]) == table["next"][0].to_list()
 
 
 def test_next_words_defaults_and_empty_text(pyfunc_model: mlflow.pyfunc.PyFuncModel) -> None:
