@@ -18,6 +18,7 @@ from prefect import task
 
 from tasks import tracking
 from tasks.config import ModelConfig, PipelineConfig, TrainConfig
+from tasks.disk_space import RoomForBackup, ensure_room_for
 from tasks.model import build_language_model
 from tasks.records import TokenizedData, TrainedModel
 from tasks.sampled_softmax import SampledSoftmaxTraining
@@ -193,6 +194,7 @@ def train_model(
     clock = TrainPhaseClock()
     fit_callbacks = [
         clock,
+        RoomForBackup(backup_dir),  # before BackupAndRestore: h5py crashes on a full disk
         # Restores the epoch, the weights and the optimizer state. TerminateOnNaN raising skips
         # on_train_end, so a failed fit keeps its backup.
         keras.callbacks.BackupAndRestore(str(backup_dir)),
@@ -230,6 +232,7 @@ def train_model(
     path = out_dir / "model.keras"
     tmp = out_dir / f".model-{os.getpid()}.tmp.keras"
     try:
+        ensure_room_for(model, out_dir, copies=1)
         model.save(tmp)
         os.replace(tmp, path)
     finally:
