@@ -82,7 +82,9 @@ class Heartbeat:
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join()
+        # Not waited for long: a beat stuck retrying an unreachable tracking server must not hold
+        # up the run's end (the thread is a daemon).
+        self._thread.join(timeout=1)
 
 
 def death_reason(run: Run, now: float | None = None) -> str | None:

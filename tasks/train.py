@@ -18,6 +18,7 @@ from prefect import task
 
 from tasks import tracking
 from tasks.config import ModelConfig, PipelineConfig, TrainConfig
+from tasks.disk_space import RoomForBackup, ensure_room_for
 from tasks.fused_softmax import FusedSoftmaxTraining, resolve_precision
 from tasks.model import build_language_model
 from tasks.records import InputError, TokenizedData, TrainedModel
@@ -219,6 +220,7 @@ def train_model(
     clock = TrainPhaseClock()
     fit_callbacks = [
         clock,
+        RoomForBackup(backup_dir),  # before BackupAndRestore: h5py crashes on a full disk
         # Restores the epoch, the weights and the optimizer state. TerminateOnNaN raising skips
         # on_train_end, so a failed fit keeps its backup.
         keras.callbacks.BackupAndRestore(str(backup_dir)),
@@ -256,6 +258,7 @@ def train_model(
     path = out_dir / "model.keras"
     tmp = out_dir / f".model-{os.getpid()}.tmp.keras"
     try:
+        ensure_room_for(model, out_dir, copies=1)
         model.save(tmp)
         os.replace(tmp, path)
     finally:

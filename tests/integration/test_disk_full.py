@@ -74,3 +74,24 @@ def test_the_cli_says_the_disk_is_full(tmp_path: Path, full_disk: Path, reviewgr
     assert "free space there or choose another --workdir" in last
     assert "Traceback" not in result.stderr
     assert not list((full_disk / "snapshots").glob("*"))
+
+
+def test_a_model_write_that_fills_the_disk_is_never_read(tmp_path: Path, full_disk: Path) -> None:
+    from tasks.config import ModelConfig, TrainConfig
+    from tasks.train import train_model
+    from tests.unit.test_train import toy_data
+
+    data = toy_data(tmp_path)
+    model, train = ModelConfig(embedding_dim=8, units=16), TrainConfig(epochs=2, max_len=8)
+    subprocess.run(["mount", "-o", "remount,size=8k", str(full_disk)], check=True)
+    with pytest.raises(Exception) as error:
+        train_model(data, model, train, full_disk / "model")
+    _disk_full_error(error.value)
+    assert not (full_disk / "model" / "model.keras").exists()
+
+    # Space again: the same call (same out_dir, as the next run) trains and saves a whole model;
+    # whatever half-written backup the full disk left is discarded, not loaded.
+    subprocess.run(["mount", "-o", "remount,size=64m", str(full_disk)], check=True)
+    trained = train_model(data, model, train, full_disk / "model")
+    assert trained.epochs_run == 2
+    assert [p.name for p in (full_disk / "model").iterdir()] == ["model.keras"]
