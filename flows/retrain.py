@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from mlflow.tracking import MlflowClient
 from prefect import Flow, flow
 from prefect.artifacts import (
     create_link_artifact,
@@ -34,6 +35,7 @@ from tasks.register import champion_version, find_registered, register_task
 from tasks.sample_data import demo_dataset
 from tasks.tokenization import tokenize_task
 from tasks.train import train_task
+from tasks.versions import version_metrics
 
 # The stages log through `logging.getLogger(__name__)` (so they run without Prefect); with
 # PREFECT_LOGGING_EXTRA_LOGGERS=tasks their INFO lines also land in the flow run's log.
@@ -168,16 +170,13 @@ def _reuse_registered(config: PipelineConfig, data_digest: str, summary: RunSumm
     version = find_registered(name, config.training_digest(data_digest))
     if version is None:
         return False
-    tags = version.tags
+    metrics, _ = version_metrics(MlflowClient(), version)
     summary.cached = True
     summary.mlflow_run_id = version.run_id
     summary.model_version = str(version.version)
     summary.promoted = champion_version(name) == str(version.version)
     summary.gate_reason = f"v{version.version} was trained on the same data with the same config"
-    summary.metrics = {
-        key: float(tags[f"metrics.{key}"]) if f"metrics.{key}" in tags else None
-        for key in (*_METRIC_KEYS, "champion_perplexity")
-    }
+    summary.metrics = {key: metrics.get(key) for key in (*_METRIC_KEYS, "champion_perplexity")}
     return True
 
 

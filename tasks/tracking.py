@@ -92,6 +92,20 @@ def log_metrics(run_id: str, metrics: dict[str, float], step: int = 0) -> None:
     MlflowClient().log_batch(run_id, metrics=batch)
 
 
+def log_model_metrics(
+    run_id: str, model_id: str, metrics: dict[str, float], dataset: str, dataset_digest: str
+) -> None:
+    """Metrics of a LoggedModel measured on a dataset input of the run (split name + digest, as
+    `log_tokenized_inputs` logged it): the Models tab and the version page show them."""
+    timestamp = int(time.time() * 1000)
+    batch = [
+        Metric(key, float(value), timestamp, 0, model_id=model_id, dataset_name=dataset,
+               dataset_digest=dataset_digest, run_id=run_id)
+        for key, value in metrics.items()
+    ]  # fmt: skip
+    MlflowClient().log_batch(run_id, metrics=batch)
+
+
 def log_artifact(run_id: str, path: Path) -> None:
     MlflowClient().log_artifact(run_id, str(path))
 
