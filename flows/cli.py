@@ -371,6 +371,13 @@ def deploy(
     config: Annotated[
         Path | None, typer.Option(help="TOML config; --data overrides it.", exists=True)
     ] = None,
+    notify: Annotated[
+        str | None,
+        typer.Option(
+            help="Notification block (<type>/<name>, e.g. slack-webhook/ml-alerts) to send "
+            "promotions, rejections and failed retrains to, through a Prefect automation."
+        ),
+    ] = None,
 ) -> None:
     """Serve the retrain flow on a schedule (one run at a time) until stopped."""
     from prefect.settings import PREFECT_API_URL
@@ -391,6 +398,13 @@ def deploy(
             schedule = cron_schedule(cron, timezone)
         except ValueError as error:
             _fail(f"--cron {cron!r} / --timezone {timezone!r}: {error}")
+        if notify is not None:
+            from flows.events import notify_automation
+
+            try:
+                notify_automation(pipeline_config.registry.model_name, notify)
+            except ValueError as error:
+                _fail(str(error))
         serve_retrain(pipeline_config, schedule, name)
 
 

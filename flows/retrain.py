@@ -25,6 +25,7 @@ from prefect.runtime import flow_run
 from prefect.states import State
 from pydantic import BaseModel
 
+from flows import events
 from flows.sharded import tokenize_on_dask
 from tasks import tracking
 from tasks.config import STAGES, PipelineConfig
@@ -51,6 +52,7 @@ class RunSummary(BaseModel):
     model_version: str | None = None
     promoted: bool | None = None
     gate_reason: str | None = None
+    data_digest: str | None = None  # the snapshot's: the input data, whatever the tokenizer
     rows: dict[str, int] | None = None
     tokens: dict[str, int] | None = None
     metrics: dict[str, float | None] | None = None
@@ -71,6 +73,7 @@ def _log_failure(flow: Flow[..., Any], flow_run: FlowRun, state: State) -> None:
     """on_failure hook: one clear summary line in the run's log (wire alerts to it, see README)."""
     parameters = flow_run.parameters.get("config") or {}
     model = (parameters.get("registry") or {}).get("model_name", "reviewgru")
+    events.emit_outcome(events.FAILED, model, None, str(state.message), str(flow_run.id))
     flow_run_logger(flow_run, flow).error(
         "retrain of %s failed: %s — nothing was registered and the aliases are unchanged unless "
         "the log above says otherwise",
@@ -95,7 +98,26 @@ def retrain(config: PipelineConfig | None = None) -> RunSummary:
     finally:
         timings["total"] = round(time.perf_counter() - started, 3)
     _report(summary)
+    _announce(summary)
     return summary
+
+
+def _announce(summary: RunSummary) -> None:
+    """Flow-run tags to filter the runs list by, and the outcome as a Prefect event."""
+    outcome = None
+    if summary.model_version is not None:
+        outcome = "cached" if summary.cached else ("promoted" if summary.promoted else "rejected")
+    if summary.flow_run_id:
+        tags = events.outcome_tags(summary.model_name, summary.data_digest, outcome)
+        events.tag_flow_run(summary.flow_run_id, tags)
+    if outcome in ("promoted", "rejected"):
+        events.emit_outcome(
+            events.PROMOTED if outcome == "promoted" else events.REJECTED,
+            summary.model_name,
+            summary.model_version,
+            summary.gate_reason or "",
+            summary.flow_run_id,
+        )
 
 
 def _run_stages(
@@ -105,6 +127,7 @@ def _run_stages(
     source = config.ingest.data or str(demo_dataset(workdir / "demo", config.ingest.demo_rows))
     with _timed(timings, "ingest"):
         snapshot = ingest_or_reuse(source, config.ingest, workdir / "snapshots")
+    summary.data_digest = snapshot.digest
     summary.rows = {
         "read": snapshot.rows_read,
         "ok": snapshot.rows_ok,
