@@ -52,7 +52,7 @@ class RunSummary(BaseModel):
     model_version: str | None = None
     promoted: bool | None = None
     gate_reason: str | None = None
-    data_digest: str | None = None  # the snapshot's: the input data, whatever the tokenizer
+    data_digest: str | None = None  # the tokenized data's (the snapshot's with --until ingest)
     rows: dict[str, int] | None = None
     tokens: dict[str, int] | None = None
     metrics: dict[str, float | None] | None = None
@@ -143,6 +143,7 @@ def _run_stages(
         else:
             data = tokenize_task(snapshot, config.tokenizer, out_dir)
     summary.tokens = dict(data.tokens)
+    summary.data_digest = data.digest  # as the version's data.digest tag and `compare`
     tracking.configure_mlflow()
     create_table_artifact(
         key="reviewgru-data-report",

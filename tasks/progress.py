@@ -1,4 +1,6 @@
-"""Training progress in the Prefect UI while the fit runs: a bar and a per-epoch table.
+"""Training progress while the fit runs: per-epoch metrics to MLflow, and in the Prefect UI a bar
+and a per-epoch table. (Keras callbacks live here, not in tasks/tracking.py, so that commands
+that only read the registry do not import Keras.)
 
 The progress artifact (`reviewgru-training-progress`) is updated after every epoch; its
 description is the epoch table so far (loss, val perplexity, tokens/s, ETA) in Markdown, so the
@@ -12,6 +14,8 @@ import time
 from typing import Any
 
 import keras
+
+from tasks import tracking
 
 PROGRESS_KEY = "reviewgru-training-progress"
 EPOCHS_KEY = "reviewgru-epochs"
@@ -104,3 +108,19 @@ class PrefectTrainingProgress(keras.callbacks.Callback):
         done = f"training done after {self.rows[-1]['epoch'].split('/')[0]} epochs"
         update_progress_artifact(self._artifact, 100.0, f"{done}\n\n{markdown_table(self.rows)}")
         create_table_artifact(key=EPOCHS_KEY, table=self.rows, description=done)
+
+
+class EpochMetricsToMlflow(keras.callbacks.Callback):
+    """Logs every metric Keras reports at the end of an epoch, with perplexities, step = epoch."""
+
+    def __init__(self, run_id: str) -> None:
+        super().__init__()
+        self.run_id = run_id
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+        metrics = {key: float(value) for key, value in (logs or {}).items()}
+        for loss_key in ("loss", "val_loss"):
+            if loss_key in metrics:
+                prefix = "val_" if loss_key.startswith("val_") else ""
+                metrics[f"{prefix}perplexity"] = min(math.exp(min(metrics[loss_key], 700.0)), 1e30)
+        tracking.log_metrics(self.run_id, metrics, step=epoch + 1)

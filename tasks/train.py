@@ -19,7 +19,7 @@ from prefect import task
 from tasks import tracking
 from tasks.config import ModelConfig, PipelineConfig, TrainConfig
 from tasks.model import build_language_model
-from tasks.progress import PrefectTrainingProgress
+from tasks.progress import EpochMetricsToMlflow, PrefectTrainingProgress
 from tasks.records import TokenizedData, TrainedModel
 from tasks.sampled_softmax import SampledSoftmaxTraining
 from tasks.softmax_loss import SoftmaxCrossEntropy, TopOneAccuracy
@@ -318,7 +318,7 @@ def train_task(data: TokenizedData, config: PipelineConfig, run_id: str) -> Trai
     targets = data.tokens["train"] - data.reviews["train"]
     progress = PrefectTrainingProgress(config.train.epochs, targets)
     trained = train_model(
-        data, config.model, config.train, out_dir, [tracking.EpochMetricsToMlflow(run_id), progress]
+        data, config.model, config.train, out_dir, [EpochMetricsToMlflow(run_id), progress]
     )
     tracking.log_metrics(
         run_id,
