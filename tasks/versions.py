@@ -137,7 +137,9 @@ def perplexity_chart(rows: list[dict[str, object]], path: Path, model_name: str)
     axis.set_yscale("log")
     plain = FuncFormatter(lambda value, _: f"{value:g}")  # 2, 3, 4 rather than 2×10⁰
     axis.yaxis.set_major_formatter(plain)
-    axis.yaxis.set_minor_formatter(plain)
+    low, high = axis.get_ylim()
+    if high / low < 10:  # within a decade only the minor ticks have labels; over more they crowd
+        axis.yaxis.set_minor_formatter(plain)
     axis.set_title(f"{model_name}: test perplexity by version")
     axis.legend()
     figure.tight_layout()
