@@ -362,6 +362,13 @@ def deploy(
     config: Annotated[
         Path | None, typer.Option(help="TOML config; --data overrides it.", exists=True)
     ] = None,
+    notify: Annotated[
+        str | None,
+        typer.Option(
+            help="Notification block (<type>/<name>, e.g. slack-webhook/ml-alerts) to send "
+            "promotions, rejections and failed retrains to, through a Prefect automation."
+        ),
+    ] = None,
 ) -> None:
     """Serve the retrain flow on a schedule (one run at a time) until stopped."""
     from prefect.settings import PREFECT_API_URL
@@ -382,6 +389,13 @@ def deploy(
             schedule = cron_schedule(cron, timezone)
         except ValueError as error:
             _fail(f"--cron {cron!r} / --timezone {timezone!r}: {error}")
+        if notify is not None:
+            from flows.events import notify_automation
+
+            try:
+                notify_automation(pipeline_config.registry.model_name, notify)
+            except ValueError as error:
+                _fail(str(error))
         serve_retrain(pipeline_config, schedule, name)
 
 
@@ -389,15 +403,20 @@ def deploy(
 def compare(
     model_name: Annotated[str, typer.Option(help="Registered model name.")] = "reviewgru",
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    plot: Annotated[
+        Path | None, typer.Option(help="Also write a PNG of test perplexity by version here.")
+    ] = None,
 ) -> None:
     """The registered versions side by side: aliases, metrics, baselines, data, gate decision."""
     from tasks import run_liveness, tracking
-    from tasks.register import compare_versions
+    from tasks.versions import compare_versions, perplexity_chart
 
     tracking.configure_mlflow()
     run_liveness.fail_dead_runs(model_name)  # no run of a killed process shows as running
     with _model_missing_exits_2():
         rows = compare_versions(model_name)
+    if plot is not None:
+        perplexity_chart(rows, plot, model_name)
     if as_json:
         typer.echo(json.dumps(rows))
         return
@@ -443,6 +462,51 @@ def _versions_table(rows: list[dict[str, Any]]) -> str:
         "  ".join(str(cell).ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
         for line in table
     )
+
+
+@app.command()
+def history(
+    model_name: Annotated[str, typer.Option(help="Registered model name.")] = "reviewgru",
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Every move of the champion and challenger aliases: when, from which version, and why."""
+    from mlflow.tracking import MlflowClient
+
+    from tasks import tracking
+    from tasks.history import history_rows, read_history
+
+    tracking.configure_mlflow()
+    with _model_missing_exits_2():
+        rows = history_rows(read_history(MlflowClient(), model_name))
+    if as_json:
+        typer.echo(json.dumps(rows))
+        return
+    header = ("at", "alias", "from", "to", "kind", "reason")
+    table = [header, *[tuple(row[key] for key in header) for row in rows]]
+    widths = [max(len(line[i]) for line in table) for i in range(len(header) - 1)]
+    for line in table:
+        cells = [c.ljust(w) for c, w in zip(line[:-1], widths, strict=True)]
+        typer.echo("  ".join([*cells, line[-1]]))
+
+
+@app.command()
+def rollback(
+    to: Annotated[
+        str | None, typer.Option(help="Version to make champion (default: the previous champion).")
+    ] = None,
+    reason: Annotated[str | None, typer.Option(help="Why, recorded in the history.")] = None,
+    model_name: Annotated[str, typer.Option(help="Registered model name.")] = "reviewgru",
+) -> None:
+    """Move the champion alias back; refuses a version never evaluated on a comparable split."""
+    from mlflow.tracking import MlflowClient
+
+    from tasks import tracking
+    from tasks.history import rollback as move_champion_back
+
+    tracking.configure_mlflow()
+    with _bad_input_exits_2(), _model_missing_exits_2():
+        move = move_champion_back(MlflowClient(), model_name, to, reason)
+    typer.echo(f"{model_name} champion: v{move.from_version} → v{move.to_version} ({move.reason})")
 
 
 @app.command("sample-data")

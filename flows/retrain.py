@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from mlflow.tracking import MlflowClient
 from prefect import Flow, flow
 from prefect.artifacts import (
     create_link_artifact,
@@ -24,6 +25,7 @@ from prefect.runtime import flow_run
 from prefect.states import State
 from pydantic import BaseModel
 
+from flows import events
 from flows.sharded import tokenize_on_dask
 from tasks import run_liveness, tracking
 from tasks.config import STAGES, PipelineConfig
@@ -35,6 +37,7 @@ from tasks.register import champion_version, find_registered, register_task
 from tasks.sample_data import demo_dataset
 from tasks.tokenization import tokenize_task
 from tasks.train import train_task
+from tasks.versions import version_metrics
 
 # The stages log through `logging.getLogger(__name__)` (so they run without Prefect); with
 # PREFECT_LOGGING_EXTRA_LOGGERS=tasks their INFO lines also land in the flow run's log.
@@ -50,6 +53,7 @@ class RunSummary(BaseModel):
     model_version: str | None = None
     promoted: bool | None = None
     gate_reason: str | None = None
+    data_digest: str | None = None  # the tokenized data's (the snapshot's with --until ingest)
     rows: dict[str, int] | None = None
     tokens: dict[str, int] | None = None
     metrics: dict[str, float | None] | None = None
@@ -72,6 +76,7 @@ def _log_failure(flow: Flow[..., Any], flow_run: FlowRun, state: State) -> None:
     """on_failure hook: one clear summary line in the run's log (wire alerts to it, see README)."""
     parameters = flow_run.parameters.get("config") or {}
     model = (parameters.get("registry") or {}).get("model_name", "reviewgru")
+    events.emit_outcome(events.FAILED, model, None, str(state.message), str(flow_run.id))
     flow_run_logger(flow_run, flow).error(
         "retrain of %s failed: %s — nothing was registered and the aliases are unchanged unless "
         "the log above says otherwise",
@@ -96,7 +101,26 @@ def retrain(config: PipelineConfig | None = None) -> RunSummary:
     finally:
         timings["total"] = round(time.perf_counter() - started, 3)
     _report(summary)
+    _announce(summary)
     return summary
+
+
+def _announce(summary: RunSummary) -> None:
+    """Flow-run tags to filter the runs list by, and the outcome as a Prefect event."""
+    outcome = None
+    if summary.model_version is not None:
+        outcome = "cached" if summary.cached else ("promoted" if summary.promoted else "rejected")
+    if summary.flow_run_id:
+        tags = events.outcome_tags(summary.model_name, summary.data_digest, outcome)
+        events.tag_flow_run(summary.flow_run_id, tags)
+    if outcome in ("promoted", "rejected"):
+        events.emit_outcome(
+            events.PROMOTED if outcome == "promoted" else events.REJECTED,
+            summary.model_name,
+            summary.model_version,
+            summary.gate_reason or "",
+            summary.flow_run_id,
+        )
 
 
 def _run_stages(
@@ -106,6 +130,7 @@ def _run_stages(
     source = config.ingest.data or str(demo_dataset(workdir / "demo", config.ingest.demo_rows))
     with _timed(timings, "ingest"):
         snapshot = ingest_or_reuse(source, config.ingest, workdir / "snapshots")
+    summary.data_digest = snapshot.digest
     summary.rows = {
         "read": snapshot.rows_read,
         "ok": snapshot.rows_ok,
@@ -121,6 +146,7 @@ def _run_stages(
         else:
             data = tokenize_task(snapshot, config.tokenizer, out_dir)
     summary.tokens = dict(data.tokens)
+    summary.data_digest = data.digest  # as the version's data.digest tag and `compare`
     tracking.configure_mlflow()
     create_table_artifact(
         key="reviewgru-data-report",
@@ -181,16 +207,13 @@ def _reuse_registered(config: PipelineConfig, data_digest: str, summary: RunSumm
     version = find_registered(name, config.training_digest(data_digest))
     if version is None:
         return False
-    tags = version.tags
+    metrics, _ = version_metrics(MlflowClient(), version)
     summary.cached = True
     summary.mlflow_run_id = version.run_id
     summary.model_version = str(version.version)
     summary.promoted = champion_version(name) == str(version.version)
     summary.gate_reason = f"v{version.version} was trained on the same data with the same config"
-    summary.metrics = {
-        key: float(tags[f"metrics.{key}"]) if f"metrics.{key}" in tags else None
-        for key in (*_METRIC_KEYS, "champion_perplexity")
-    }
+    summary.metrics = {key: metrics.get(key) for key in (*_METRIC_KEYS, "champion_perplexity")}
     return True
 
 

@@ -17,6 +17,7 @@ from mlflow import MlflowClient
 from tasks.records import SPLITS, Drift, Snapshot, TokenizedData
 from tasks.register import DATA_STATS_TAG, champion_version, download_model_files
 from tasks.text import UNK_ID, Vocab, encode_texts
+from tasks.versions import logged_model_id
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,11 @@ def champion_drift(model_name: str, data: TokenizedData) -> Drift | None:
     version = champion_version(model_name)
     if version is None:
         return None
-    tags = MlflowClient().get_model_version(model_name, version).tags
+    client = MlflowClient()
+    mv = client.get_model_version(model_name, version)
+    # On the LoggedModel since the version tags keep only lineage; on the version before.
+    model_id = logged_model_id(mv)
+    tags = {**mv.tags, **(client.get_logged_model(model_id).tags if model_id else {})}
     if DATA_STATS_TAG not in tags:
         log.info("champion v%s has no %s tag: no drift report", version, DATA_STATS_TAG)
         return None

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import subprocess
-from datetime import UTC, datetime
+import tempfile
 from importlib.metadata import version as installed_version
 from pathlib import Path
 
@@ -27,14 +27,22 @@ from tasks.comparison import champion_evidence
 from tasks.config import PipelineConfig, RegistryConfig
 from tasks.gate import GateDecision, decide
 from tasks.gate_report import gate_markdown, slice_rows
+from tasks.history import (
+    CHALLENGER,
+    CHAMPION,
+    GATE_CHAMPION_TAG,
+    history_rows,
+    move_alias,
+    read_history,
+)
 from tasks.next_word_model import INPUT_SCHEMA, OUTPUT_SCHEMA
 from tasks.records import Evaluation, Registration, TokenizedData, TrainedModel
+from tasks.versions import TEST_DATASET, compare_versions, perplexity_chart
 
 log = logging.getLogger(__name__)
 
 TASKS_DIR = Path(__file__).parent
 MODEL_CODE = TASKS_DIR / "next_word_model.py"
-CHAMPION, CHALLENGER = "champion", "challenger"
 SERVING_REQUIREMENTS = ("mlflow", "tensorflow", "keras", "polars", "pandas", "numpy", "pydantic")
 
 
@@ -59,42 +67,6 @@ def find_registered(model_name: str, training_digest: str) -> ModelVersion | Non
     except MlflowException:  # no such registered model yet
         return None
     return max(versions, key=lambda v: int(v.version), default=None)
-
-
-def compare_versions(model_name: str) -> list[dict[str, object]]:
-    """Every version of the model, newest first, with what users compare them by."""
-    client = MlflowClient()
-    aliases: dict[str, list[str]] = {}
-    for alias, version in client.get_registered_model(model_name).aliases.items():
-        aliases.setdefault(str(version), []).append(alias)
-
-    def metric(tags: dict[str, str], key: str) -> float | None:
-        value = tags.get(f"metrics.{key}")
-        return float(value) if value is not None else None
-
-    rows: list[dict[str, object]] = []
-    for mv in client.search_model_versions(f"name = '{model_name}'"):
-        tags = mv.tags
-        rows.append(
-            {
-                "version": str(mv.version),
-                "aliases": sorted(aliases.get(str(mv.version), [])),
-                "test_perplexity": metric(tags, "test_perplexity"),
-                "test_top1": metric(tags, "test_top1"),
-                "test_top5": metric(tags, "test_top5"),
-                "unigram_perplexity": metric(tags, "unigram_perplexity"),
-                "bigram_perplexity": metric(tags, "bigram_perplexity"),
-                "champion_perplexity": metric(tags, "champion_perplexity"),
-                "data_digest": tags.get("data.digest"),
-                "created": datetime.fromtimestamp(mv.creation_timestamp / 1000, UTC).isoformat(
-                    timespec="seconds"
-                ),
-                "gate_decision": tags.get("gate.decision"),
-                "gate_reason": tags.get("gate.reason"),
-                "run_id": mv.run_id,
-            }
-        )
-    return sorted(rows, key=lambda row: -int(str(row["version"])))
 
 
 def champion_version(model_name: str) -> str | None:
@@ -135,6 +107,12 @@ def data_stats(data: TokenizedData) -> str:
     )
 
 
+def version_description(promote: bool, reason: str) -> str:
+    """The version page's description: what the gate decided and why, in one sentence."""
+    verdict = "Promoted to champion" if promote else "Not promoted, the champion stays"
+    return f"{verdict}: {reason}."
+
+
 def register_model(
     run_id: str,
     trained: TrainedModel,
@@ -144,44 +122,52 @@ def register_model(
 ) -> Registration:
     name = config.registry.model_name
     with mlflow.start_run(run_id=run_id):
+        # A LoggedModel named after the registered model: the Models tab lists it by that name.
         info = mlflow.pyfunc.log_model(
-            name="model",
+            name=name,
             python_model=str(MODEL_CODE),
             artifacts={"keras_model": str(trained.path), "vocab": str(data.vocab_path)},
             code_paths=[str(TASKS_DIR)],
             signature=ModelSignature(inputs=INPUT_SCHEMA, outputs=OUTPUT_SCHEMA),
             input_example=pd.DataFrame({"text": ["this blender is"], "top_k": [5]}),
             pip_requirements=[f"{pkg}=={installed_version(pkg)}" for pkg in SERVING_REQUIREMENTS],
+            # The run's params (the whole config) are copied onto the model; add the real size.
+            params={"vocab.size": str(data.vocab_size)},
+            tags={DATA_STATS_TAG: data_stats(data), "config.digest": config.digest()},
         )
     metrics = evaluation.metrics
+    model_metrics = dict(metrics)
+    if evaluation.champion is not None:
+        model_metrics["champion_perplexity"] = evaluation.champion.perplexity
+    tracking.log_model_metrics(
+        run_id, info.model_id, model_metrics, TEST_DATASET, evaluation.test_digest
+    )
     decision = gate_decision(evaluation, config.registry)
     promote, reason = decision.promoted, decision.reason
+    # Lineage only: the metrics live on the LoggedModel, the reason in the description.
     tags = {
         "data.digest": data.digest,
-        "data.test_digest": evaluation.test_digest,
-        DATA_STATS_TAG: data_stats(data),
-        "config.digest": config.digest(),
         "training.digest": config.training_digest(data.digest),
         "code.version": _git_commit(),
-        "mlflow.run_id": run_id,
         "gate.decision": "promoted" if promote else "rejected",
-        "gate.reason": reason,
-        **{f"metrics.{key}": repr(float(value)) for key, value in metrics.items()},
     }
     if evaluation.champion is not None:
-        tags["metrics.champion_perplexity"] = repr(evaluation.champion.perplexity)
-        tags["gate.champion_version"] = evaluation.champion.version
-    version = mlflow.register_model(info.model_uri, name, tags=tags).version
+        tags[GATE_CHAMPION_TAG] = evaluation.champion.version
+    version = str(mlflow.register_model(info.model_uri, name, tags=tags).version)
     client = MlflowClient()
+    client.update_model_version(name, version, description=version_description(promote, reason))
     client.set_tag(run_id, "gate.decision", tags["gate.decision"])
     client.set_tag(run_id, "gate.reason", reason)
-    client.set_registered_model_alias(name, CHALLENGER, version)
+    move_alias(client, name, CHALLENGER, version, "registered",
+               f"newest version, trained on data {data.digest[:12]}")  # fmt: skip
     if promote:
-        client.set_registered_model_alias(name, CHAMPION, version)
+        forced = config.registry.promotion == "force"
+        move_alias(client, name, CHAMPION, version, "forced" if forced else "promoted", reason)
     log.info("registered %s v%s: %s", name, version, reason)
+    log_registry_views(client, run_id, name)
     return Registration(
         model_name=name,
-        version=str(version),
+        version=version,
         model_uri=f"models:/{name}/{version}",
         promoted=promote,
         reason=reason,
@@ -192,6 +178,20 @@ def register_model(
         ),
         slices=slice_rows(decision),
     )
+
+
+PERPLEXITY_CHART = "perplexity_by_version.png"
+HISTORY_TABLE = "alias_history.json"
+
+
+def log_registry_views(client: MlflowClient, run_id: str, model_name: str) -> None:
+    """The perplexity chart over every version and the alias history, on this run."""
+    with tempfile.TemporaryDirectory(prefix="reviewgru-views-") as tmp:
+        chart = perplexity_chart(compare_versions(model_name), Path(tmp) / PERPLEXITY_CHART,
+                                 model_name)  # fmt: skip
+        client.log_artifact(run_id, str(chart))
+    rows = history_rows(read_history(client, model_name))
+    mlflow.log_table(pd.DataFrame(rows), artifact_file=HISTORY_TABLE, run_id=run_id)
 
 
 @task(name="register")

@@ -1,4 +1,4 @@
-"""MLflow tracking: which store, the run, its params, dataset lineage and per-epoch metrics.
+"""MLflow tracking: which store, the run, its params, dataset lineage and model metrics.
 
 Everything goes through an explicit `MlflowClient` and run id rather than MLflow's thread-local
 "active run", because Prefect may run a task in another thread than the flow.
@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import math
 import os
 import time
 from pathlib import Path
 
-import keras
 import mlflow
 from mlflow.data.meta_dataset import MetaDataset
 from mlflow.data.sources import LocalArtifactDatasetSource  # type: ignore[attr-defined]  # made at import
@@ -92,6 +90,20 @@ def log_metrics(run_id: str, metrics: dict[str, float], step: int = 0) -> None:
     MlflowClient().log_batch(run_id, metrics=batch)
 
 
+def log_model_metrics(
+    run_id: str, model_id: str, metrics: dict[str, float], dataset: str, dataset_digest: str
+) -> None:
+    """Metrics of a LoggedModel measured on a dataset input of the run (split name + digest, as
+    `log_tokenized_inputs` logged it): the Models tab and the version page show them."""
+    timestamp = int(time.time() * 1000)
+    batch = [
+        Metric(key, float(value), timestamp, 0, model_id=model_id, dataset_name=dataset,
+               dataset_digest=dataset_digest, run_id=run_id)
+        for key, value in metrics.items()
+    ]  # fmt: skip
+    MlflowClient().log_batch(run_id, metrics=batch)
+
+
 def log_artifact(run_id: str, path: Path) -> None:
     MlflowClient().log_artifact(run_id, str(path))
 
@@ -119,19 +131,3 @@ def log_tokenized_inputs(run_id: str, data: TokenizedData) -> None:
             )
         )
     MlflowClient().log_inputs(run_id, datasets=inputs)
-
-
-class EpochMetricsToMlflow(keras.callbacks.Callback):
-    """Logs every metric Keras reports at the end of an epoch, with perplexities, step = epoch."""
-
-    def __init__(self, run_id: str) -> None:
-        super().__init__()
-        self.run_id = run_id
-
-    def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
-        metrics = {key: float(value) for key, value in (logs or {}).items()}
-        for loss_key in ("loss", "val_loss"):
-            if loss_key in metrics:
-                prefix = "val_" if loss_key.startswith("val_") else ""
-                metrics[f"{prefix}perplexity"] = min(math.exp(min(metrics[loss_key], 700.0)), 1e30)
-        log_metrics(self.run_id, metrics, step=epoch + 1)

@@ -21,6 +21,7 @@ from tasks.config import ModelConfig, PipelineConfig, TrainConfig
 from tasks.disk_space import RoomForBackup, ensure_room_for
 from tasks.fused_softmax import FusedSoftmaxTraining, resolve_precision
 from tasks.model import build_language_model
+from tasks.progress import EpochMetricsToMlflow, PrefectTrainingProgress
 from tasks.records import InputError, TokenizedData, TrainedModel
 from tasks.sampled_softmax import SampledSoftmaxTraining
 from tasks.softmax_loss import SoftmaxCrossEntropy, TopOneAccuracy
@@ -342,8 +343,11 @@ def _learning_curve_png(history: dict[str, list[float]], first_epoch: int, path:
 @task(name="train")
 def train_task(data: TokenizedData, config: PipelineConfig, run_id: str) -> TrainedModel:
     out_dir = config.workdir / "models" / f"{data.digest[:16]}-{config.digest('model', 'train')}"
+    # Every target token but each review's first (tasks/windows.py), for tokens/s per epoch.
+    targets = data.tokens["train"] - data.reviews["train"]
+    progress = PrefectTrainingProgress(config.train.epochs, targets)
     trained = train_model(
-        data, config.model, config.train, out_dir, [tracking.EpochMetricsToMlflow(run_id)]
+        data, config.model, config.train, out_dir, [EpochMetricsToMlflow(run_id), progress]
     )
     tracking.log_metrics(
         run_id,

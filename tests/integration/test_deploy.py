@@ -8,11 +8,13 @@ from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
+from prefect.blocks.notifications import CustomWebhookNotificationBlock
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.deployments import run_deployment
 from prefect.exceptions import ObjectNotFound
 
+from flows.events import notify_automation
 from tasks.config import STAGES
 from tasks.sample_data import write_sample_reviews
 
@@ -28,9 +30,16 @@ def test_deploy_serves_the_schedule_and_runs_the_five_stages(
         f'workdir = "{tmp_path / "work"}"\n[ingest]\ndata = "{reviews}"\n'
         "[train]\nepochs = 1\nlearning_rate = 0.01\n"
     )
+    # A webhook to a closed local port: the automation is what is tested, not the delivery.
+    block_id = CustomWebhookNotificationBlock(
+        name="reviewgru-test", url="http://127.0.0.1:9/", json_data={"text": "{{body}}"}
+    ).save("ml-alerts", overwrite=True)
+    with pytest.raises(ValueError, match="no such block"):
+        notify_automation("reviewgru", "custom-webhook/no-such-block")
     served = subprocess.Popen(
         [str(Path(sys.executable).with_name("reviewgru")), "deploy", "--cron", "0 3 * * *",
-         "--timezone", "Europe/Madrid", "--name", "nightly-test", "--config", str(config)],
+         "--timezone", "Europe/Madrid", "--name", "nightly-test", "--config", str(config),
+         "--notify", "custom-webhook/ml-alerts"],
         cwd=tmp_path, env=os.environ, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         text=True, start_new_session=True,
     )  # fmt: skip
@@ -54,6 +63,15 @@ def test_deploy_serves_the_schedule_and_runs_the_five_stages(
             assert deployment.parameters["config"]["train"]["epochs"] == 1
             assert deployment.parameters["config"]["ingest"]["data"] == str(reviews)
             assert "config" in deployment.parameter_openapi_schema["properties"]
+            (automation,) = client.read_automations_by_name("reviewgru-reviewgru-notify")
+            assert automation.enabled
+            assert automation.trigger.expect == {
+                "reviewgru.model.promoted", "reviewgru.model.rejected", "reviewgru.retrain.failed",
+            }  # fmt: skip
+            assert automation.trigger.match.model_dump() == {  # only this model's events
+                "prefect.resource.id": "reviewgru.model.reviewgru"
+            }
+            assert automation.actions[0].block_document_id == block_id
 
             flow_run = run_deployment(deployment.id, timeout=600, poll_interval=2, as_subflow=False)
             assert flow_run.state is not None and flow_run.state.is_completed(), flow_run.state

@@ -3,16 +3,19 @@
 import json
 import random
 import subprocess
+import time
 from collections.abc import Callable
 from pathlib import Path
 from uuid import UUID
 
+import mlflow
 import polars as pl
 import pytest
 from mlflow.tracking import MlflowClient
 from prefect import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.client.schemas.objects import Artifact
+from prefect.events.filters import EventFilter, EventNameFilter
 
 from tasks.sample_data import write_sample_reviews
 
@@ -63,6 +66,53 @@ def _data_report(flow_run_id: str) -> dict[str, object]:
     return {row["what"]: row["value"] for row in json.loads(str(report.data))}
 
 
+def _artifacts(flow_run_id: str) -> dict:
+    """The flow run's artifacts by key (the latest of each key)."""
+    with get_client(sync_client=True) as prefect:
+        artifacts = prefect.read_artifacts(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[UUID(flow_run_id)]))
+        )
+    return {a.key: a for a in sorted(artifacts, key=lambda a: a.created) if a.key}
+
+
+def _flow_run_tags(flow_run_id: str) -> list[str]:
+    with get_client(sync_client=True) as prefect:
+        return prefect.read_flow_run(UUID(flow_run_id)).tags
+
+
+def _event(name: str, match: Callable[[dict], bool]) -> dict:
+    """The payload of the event `name` that `match`es (waits for the server to store it)."""
+    deadline = time.monotonic() + 120
+    with get_client(sync_client=True) as prefect:
+        while True:
+            page = prefect.read_events(EventFilter(event=EventNameFilter(name=[name])), limit=50)
+            for event in page.events:
+                if match(event.payload):
+                    return dict(event.payload)
+            assert time.monotonic() < deadline, f"no matching {name} event in 120 s"
+            time.sleep(1)
+
+
+def _of_run(flow_run_id: str) -> Callable[[dict], bool]:
+    return lambda payload: payload.get("flow_run_id") == flow_run_id
+
+
+def _check_logged_model(version: str, decision: str) -> None:
+    """The version's LoggedModel carries its evaluation; the version keeps lineage tags only."""
+    client = MlflowClient()
+    mv = client.get_model_version("reviewgru", version)
+    model = client.get_logged_model(str(mv.source).removeprefix("models:/"))
+    assert model.name == "reviewgru"
+    by_key = {metric.key: metric for metric in model.metrics}
+    assert by_key.keys() >= {"test_perplexity", "unigram_perplexity", "bigram_perplexity"}
+    assert by_key["test_perplexity"].dataset_name == "test"
+    assert by_key["test_perplexity"].dataset_digest
+    assert not [key for key in mv.tags if key.startswith("metrics.")]
+    assert {"data.digest", "training.digest", "code.version", "gate.decision"} <= mv.tags.keys()
+    assert mv.description.startswith(decision) and mv.description.endswith(".")
+    assert mv.description.count(". ") == 0  # one sentence
+
+
 def _alias(name: str, alias: str) -> str:
     return str(MlflowClient().get_model_version_by_alias(name, alias).version)
 
@@ -98,6 +148,19 @@ def test_retrain_registers_promotes_and_serves(tmp_path: Path, reviewgru: Cli) -
     version = MlflowClient().get_model_version("reviewgru", "1")
     assert version.tags["gate.decision"] == "promoted"
     assert version.tags["data.digest"]
+    _check_logged_model("1", "Promoted to champion: no champion yet")
+    artifacts = _artifacts(first["flow_run_id"])
+    progress = artifacts["reviewgru-training-progress"]
+    assert progress.type == "progress" and float(str(progress.data)) == 100.0
+    assert "| 1/1 |" in str(progress.description)
+    (epoch,) = json.loads(str(artifacts["reviewgru-epochs"].data))
+    assert epoch["epoch"] == "1/1" and float(epoch["tokens/s"]) > 0 and epoch["ETA"] == "done"
+    tags = _flow_run_tags(first["flow_run_id"])
+    assert {"model:reviewgru", "promoted"} <= set(tags)
+    assert any(tag.startswith("data:") and len(tag) == 13 for tag in tags)
+    promoted = _event("reviewgru.model.promoted", _of_run(first["flow_run_id"]))
+    assert (promoted["model"], promoted["version"]) == ("reviewgru", "1")
+    assert "no champion yet" in promoted["reason"]
 
     predicted = reviewgru("predict", "i bought this", "--top-k", "5", "--json")
     assert predicted.returncode == 0, predicted.stderr[-3000:]
@@ -145,6 +208,25 @@ def test_retrain_registers_promotes_and_serves(tmp_path: Path, reviewgru: Cli) -
     )
     assert _alias("reviewgru", "champion") == "1"
     assert _alias("reviewgru", "challenger") == "2"
+    rejected = MlflowClient().get_model_version("reviewgru", "2").tags
+    assert rejected["gate.decision"] == "rejected"
+    _check_logged_model("2", "Not promoted, the champion stays: perplexity")
+    description = MlflowClient().get_model_version("reviewgru", "2").description
+    worse_reason = description.removeprefix("Not promoted, the champion stays: ")[:-1]
+    assert "rejected" in _flow_run_tags(worse["flow_run_id"])
+    event = _event("reviewgru.model.rejected", _of_run(worse["flow_run_id"]))
+    assert event["version"] == "2" and event["reason"] == worse_reason
+    ranked = mlflow.search_logged_models(
+        experiment_ids=[MlflowClient().get_experiment_by_name("reviewgru").experiment_id],
+        order_by=[{"field_name": "metrics.test_perplexity", "ascending": True}],
+        output_format="list",
+    )
+    assert [m.model_id for m in ranked] == [
+        str(MlflowClient().get_model_version("reviewgru", v).source).removeprefix("models:/")
+        for v in ("1", "2")
+    ]
+    logged = {a.path for a in MlflowClient().list_artifacts(worse["mlflow_run_id"])}
+    assert {"perplexity_by_version.png", "alias_history.json"} <= logged
     run_metrics = MlflowClient().get_run(worse["mlflow_run_id"]).data.metrics
     assert run_metrics["champion_perplexity"] == pytest.approx(metrics["test_perplexity"], rel=1e-3)
     assert (
@@ -159,14 +241,19 @@ def test_retrain_registers_promotes_and_serves(tmp_path: Path, reviewgru: Cli) -
     assert again["metrics"]["test_perplexity"] == pytest.approx(metrics["test_perplexity"])
     assert again["timings_s"]["train"] is None
     assert len(MlflowClient().search_model_versions("name = 'reviewgru'")) == 2
+    assert "cached" in _flow_run_tags(again["flow_run_id"])
 
-    compared = reviewgru("compare", "--json")
+    chart = tmp_path / "ppl.png"
+    compared = reviewgru("compare", "--json", "--plot", str(chart))
     assert compared.returncode == 0, compared.stderr[-3000:]
     versions = json.loads(compared.stdout.strip().splitlines()[-1])
     assert [(v["version"], v["aliases"], v["gate_decision"]) for v in versions] == [
         ("2", ["challenger"], "rejected"),
         ("1", ["champion"], "promoted"),
     ]
+    assert versions[1]["test_perplexity"] == pytest.approx(metrics["test_perplexity"])
+    assert versions[0]["champion_perplexity"] == pytest.approx(metrics["test_perplexity"], 1e-3)
+    assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     # Batch scoring finds the odd review: the same words as a real one, shuffled.
     frame = pl.read_csv(reviews, infer_schema=False).head(30)
@@ -179,6 +266,48 @@ def test_retrain_registers_promotes_and_serves(tmp_path: Path, reviewgru: Cli) -
     ranked = pl.read_parquet(tmp_path / "odd.parquet")
     assert ranked.height == 31 and ranked["review_id"][0] == "ODD"
     assert ranked["perplexity"].is_sorted(descending=True)
+
+    _check_history_and_rollback(reviewgru, tmp_path)
+
+
+def _history(reviewgru: Cli) -> list[tuple[str, str, str, str]]:
+    listed = reviewgru("history", "--json")
+    assert listed.returncode == 0, listed.stderr[-3000:]
+    rows = json.loads(listed.stdout.strip().splitlines()[-1])
+    return [(row["alias"], row["from"], row["to"], row["kind"]) for row in rows]
+
+
+def _check_history_and_rollback(reviewgru: Cli, tmp_path: Path) -> None:
+    assert _history(reviewgru) == [
+        ("challenger", "-", "v1", "registered"),
+        ("champion", "-", "v1", "promoted"),
+        ("challenger", "v1", "v2", "registered"),
+    ]
+    first_champion = reviewgru("rollback")
+    assert first_champion.returncode == 2 and "first champion" in first_champion.stderr
+
+    # v2's gate scored v1 on v2's test split: comparable, so the champion may move there.
+    forward = reviewgru("rollback", "--to", "2", "--reason", "v1 suggests odd words")
+    assert forward.returncode == 0, forward.stderr[-3000:]
+    assert _alias("reviewgru", "champion") == "2"
+    back = reviewgru("rollback")  # the previous champion
+    assert back.returncode == 0, back.stderr[-3000:]
+    assert _alias("reviewgru", "champion") == "1"
+    table = reviewgru("history").stdout.splitlines()
+    assert [line.split()[1:5] for line in table[-2:]] == [
+        ["champion", "v1", "v2", "rollback"],
+        ["champion", "v2", "v1", "rollback"],
+    ]
+    assert table[-2].endswith("rollback from v1: v1 suggests odd words")
+
+    # A version never evaluated (no metrics, no gate): refused in one line, champion unchanged.
+    (tmp_path / "never-evaluated").mkdir()
+    MlflowClient().create_model_version("reviewgru", str(tmp_path / "never-evaluated"), None)
+    refused = reviewgru("rollback", "--to", "3")
+    assert refused.returncode == 2, refused.stderr[-3000:]
+    errors = [line for line in refused.stderr.splitlines() if "reviewgru: error" in line]
+    assert len(errors) == 1 and "never evaluated" in errors[0] and "Traceback" not in refused.stderr
+    assert _alias("reviewgru", "champion") == "1"
 
 
 def test_until_tokenize_stops_before_training(tmp_path: Path, reviewgru: Cli) -> None:
@@ -204,6 +333,9 @@ def test_bad_input_exits_2_with_one_line(tmp_path: Path, reviewgru: Cli) -> None
     errors = [line for line in result.stderr.splitlines() if "reviewgru: error" in line]
     assert len(errors) == 1
     assert "bad.csv" in errors[0] and "review_body" in errors[0] and "--text-column" in errors[0]
+    # The failed run announced itself, with the reason.
+    failed = _event("reviewgru.retrain.failed", lambda payload: str(bad) in payload["reason"])
+    assert failed["model"] == "reviewgru" and failed["version"] is None
 
 
 def test_named_rating_column_is_required_and_quoting_is_a_flag(
