@@ -203,7 +203,7 @@ class FusedSoftmaxTraining(keras.Model):
 
     def test_step(self, data: Any) -> dict[str, tf.Tensor]:
         ids, targets, weights = keras.utils.unpack_x_y_sample_weight(data)
-        logits = self.language_model(ids, training=False)
+        logits = self(ids, training=False)  # builds this wrapper (BackupAndRestore needs it)
         self.mean_loss.update_state(self.loss_sum(targets, logits, weights))
         self.top_one.update_state(targets, logits, weights)
         return {"loss": self.mean_loss.result(), "accuracy": self.top_one.result()}
