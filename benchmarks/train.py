@@ -9,12 +9,18 @@ batch 32), in one process:
   XLA), fed the padded windows as plain (x, y) batches;
 - ours: exactly the train step of ``tasks/train.py`` at the default ``TrainConfig``:
   ``tasks.model.build_language_model`` (logits, no mask), ``tasks.train.compile_for_training``
-  (``tasks.softmax_loss``: the exact cross-entropy from logits with a fused gradient, weighted by
-  ``y != 0``, and the target-has-the-top-logit accuracy; adam; ``jit_compile``), batches from
-  ``tasks.train.make_dataset`` (windows batched by length into ``buckets`` widths);
-- extra rows, one lever each, taken away from or added to ours: no length buckets; Keras' own
-  loss and argmax accuracy; the output layer in bfloat16 (the CPU has AVX512_BF16);
+  (``tasks.fused_softmax``: the output layer and the exact cross-entropy fused in one op, the
+  bias folded into the product, the logits' gradient written once; products in bf16 with fp32
+  accumulation where the CPU has ``amx_bf16``/``avx512_bf16`` (``precision=auto``), else fp32;
+  adam; ``jit_compile``), batches from ``tasks.train.make_dataset`` (windows batched by length
+  into ``buckets`` widths);
+- ours with the other precision forced (``train.precision``), and round 1's unfused step (the
+  Dense layer and ``tasks.softmax_loss``'s loss from logits, fp32);
+- without ``--core``, extra rows, one lever each: no length buckets; the unfused step with Keras'
+  own loss and argmax accuracy, or with the Dense layer in ``mixed_bfloat16``;
   ``steps_per_execution=8``; batch 128.
+
+The CPU's name and its bf16 flags (from /proc/cpuinfo) are printed with the table.
 
 Data: reviews of random ids drawn from a Zipf-like distribution (id 1..vocab-1), lengths
 log-normal around 45 tokens clipped to 5..200, packed and cut by ``tasks.windows``
@@ -49,7 +55,7 @@ fp32 ``tf.matmul`` rate (tf.function, with and without XLA; median of repeats) o
 layer's shape (B·T)×U @ U×V and a 2048² square; the Dense shape (inner dimension only 64) reaches
 much less than the square, and it is where most of the training FLOPs are.
 
-    .venv/bin/python benchmarks/train.py [--repeats 3] [--steps 150] [--quick]
+    .venv/bin/python benchmarks/train.py [--repeats 3] [--steps 150] [--quick] [--core]
 """
 
 from __future__ import annotations
@@ -77,6 +83,7 @@ import numpy as np
 import tensorflow as tf
 
 from tasks.config import TrainConfig
+from tasks.fused_softmax import cpu_flags, resolve_precision
 from tasks.model import build_language_model
 from tasks.train import JIT_COMPILE, TrainPhaseClock, compile_for_training, make_dataset
 from tasks.windows import computed_positions, make_windows, pack_sequences
@@ -124,14 +131,18 @@ def reference_model() -> keras.Model:
 
 
 def our_model(
-    train_cfg: TrainConfig, steps_per_execution: int = 1, keras_loss: bool = False
+    train_cfg: TrainConfig,
+    steps_per_execution: int = 1,
+    keras_loss: bool = False,
+    fused: bool = True,
 ) -> keras.Model:
-    """The model and compile of `tasks/train.py`; `keras_loss`: with Keras' own loss and argmax
-    accuracy instead of `tasks.softmax_loss` (the lever that module is)."""
+    """The model and compile of `tasks/train.py`; `fused=False`: round 1's step (the Dense layer
+    and `tasks.softmax_loss`); `keras_loss`: that step with Keras' own loss and argmax accuracy
+    instead of `tasks.softmax_loss` (the lever that module is)."""
     keras.utils.set_random_seed(SEED)
     model = build_language_model(VOCAB, EMBEDDING, UNITS)
     if not keras_loss:
-        return compile_for_training(model, train_cfg, steps_per_execution)
+        return compile_for_training(model, train_cfg, steps_per_execution, fused=fused)
     model.compile(
         optimizer="adam",
         loss=keras.losses.SparseCategoricalCrossentropy(
@@ -147,7 +158,7 @@ def bf16_output_model(train_cfg: TrainConfig) -> keras.Model:
     """Ours with the output layer computing in bfloat16 (``mixed_bfloat16``; weights fp32)."""
     keras.utils.set_random_seed(SEED)
     model = build_language_model(VOCAB, EMBEDDING, UNITS, output_dtype="mixed_bfloat16")
-    return compile_for_training(model, train_cfg)
+    return compile_for_training(model, train_cfg, fused=False)
 
 
 @dataclass
@@ -178,6 +189,16 @@ class Build:
         busy_after, own_after = _cpu_seconds()
         cores = os.cpu_count() or 1
         self.others_cpu.append(max(0.0, busy_after - busy - (own_after - own)) / elapsed / cores)
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    return "unknown CPU"
 
 
 def _cpu_seconds() -> tuple[float, float]:
@@ -247,6 +268,11 @@ def main() -> None:
         help="batches of 32 per measurement (rounded up to a multiple of 8)",
     )
     parser.add_argument("--quick", action="store_true", help="smoke run: 16 steps, 1 round")
+    parser.add_argument(
+        "--core",
+        action="store_true",
+        help="only the reference, ours and the precision/fusion rows (a busy machine's run)",
+    )
     args = parser.parse_args()
     repeats, steps = (1, 16) if args.quick else (args.repeats, args.steps)
     steps = -(-steps // 8) * 8  # whole executions of 8 and whole batches of 128
@@ -275,25 +301,52 @@ def main() -> None:
     def ours_data(batch: int = BATCH, buckets: int = buckets) -> tf.data.Dataset:
         return make_dataset(x, y, batch, shuffle=False, seed=SEED, buckets=buckets)
 
+    flags = cpu_flags()
+    precision = resolve_precision(cfg.precision, flags)
+    seen = sorted(flag for flag in flags if "bf16" in flag or flag.startswith(("amx", "avx512f")))
+    log(f"CPU: {_cpu_name()}; flags: {', '.join(seen) or 'none'}; precision auto → {precision}")
+    other = "fp32" if precision == "bf16" else "bf16"
     builds = [
         Build("reference (tutorial: mask, softmax, no XLA)", reference_model(), plain),
         Build(
-            f"ours ({buckets} length buckets, fused loss, jit={JIT_COMPILE})",
+            f"ours ({buckets} length buckets, fused output layer + loss, {precision} products, "
+            f"jit={JIT_COMPILE})",
             our_model(cfg),
             ours_data(),
         ),
         Build(
-            "ours without buckets (every batch max_len wide)", our_model(cfg), ours_data(buckets=1)
-        ),
-        Build(
-            "ours with Keras' loss and argmax accuracy",
-            our_model(cfg, keras_loss=True),
+            f"ours, fused, {other} products (precision={other})",
+            our_model(cfg.model_copy(update={"precision": other})),
             ours_data(),
         ),
-        Build("ours, output layer in bfloat16", bf16_output_model(cfg), ours_data()),
-        Build("ours, steps_per_execution=8", our_model(cfg, steps_per_execution=8), ours_data()),
-        Build("ours, batch 128", our_model(cfg), ours_data(batch=4 * BATCH)),
+        Build(
+            "ours unfused (round 1: Dense + tasks.softmax_loss, fp32)",
+            our_model(cfg, fused=False),
+            ours_data(),
+        ),
     ]
+    if not args.core:
+        builds += [
+            Build(
+                "ours without buckets (every batch max_len wide)",
+                our_model(cfg),
+                ours_data(buckets=1),
+            ),
+            Build(
+                "ours unfused with Keras' loss and argmax accuracy",
+                our_model(cfg, keras_loss=True),
+                ours_data(),
+            ),
+            Build(
+                "ours unfused, Dense in bfloat16 (mixed_bfloat16)",
+                bf16_output_model(cfg),
+                ours_data(),
+            ),
+            Build(
+                "ours, steps_per_execution=8", our_model(cfg, steps_per_execution=8), ours_data()
+            ),
+            Build("ours, batch 128", our_model(cfg), ours_data(batch=4 * BATCH)),
+        ]
     for build in builds:
         build.warm_up()
         log(f"warm-up {build.name}: {build.warmup_seconds:.1f} s")
@@ -305,7 +358,8 @@ def main() -> None:
         f"\nTraining throughput, vocab {VOCAB}, embedding {EMBEDDING}, GRU {UNITS}, "
         f"max_len {MAX_LEN}, {len(x)} windows per measurement, median of "
         f"{len(builds[1].seconds)} ({len(builds[0].seconds)} for the reference), "
-        f"{os.cpu_count()} cores\n"
+        f"{os.cpu_count()} cores, {_cpu_name()} (bf16 flags: "
+        f"{', '.join(f for f in seen if 'bf16' in f) or 'none'})\n"
     )
     print("| build | real tokens/s | × reference | GFLOP/s | % of GEMM ceiling |")
     print("|---|---:|---:|---:|---:|")

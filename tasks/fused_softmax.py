@@ -181,6 +181,10 @@ class FusedSoftmaxTraining(keras.Model):
     def call(self, ids: tf.Tensor, training: bool = False) -> tf.Tensor:
         return self.language_model(ids, training=training)
 
+    def get_layer(self, name: str | None = None, index: int | None = None) -> keras.Layer:
+        """The trained model's layer: callbacks see `self.model` as the model they train."""
+        return self.language_model.get_layer(name, index)
+
     def train_step(self, data: Any) -> dict[str, tf.Tensor]:
         ids, targets, weights = keras.utils.unpack_x_y_sample_weight(data)
         if weights is None:
@@ -203,7 +207,7 @@ class FusedSoftmaxTraining(keras.Model):
 
     def test_step(self, data: Any) -> dict[str, tf.Tensor]:
         ids, targets, weights = keras.utils.unpack_x_y_sample_weight(data)
-        logits = self.language_model(ids, training=False)
+        logits = self(ids, training=False)  # builds this wrapper (BackupAndRestore needs it)
         self.mean_loss.update_state(self.loss_sum(targets, logits, weights))
         self.top_one.update_state(targets, logits, weights)
         return {"loss": self.mean_loss.result(), "accuracy": self.top_one.result()}

@@ -116,6 +116,7 @@ def test_compile_for_training_selects_the_fused_trainer(precision: str) -> None:
     model = build_language_model(20, 4, 4)
     fitted = compile_for_training(model, TrainConfig(precision=precision))
     assert isinstance(fitted, FusedSoftmaxTraining)
+    assert fitted.built  # BackupAndRestore refuses an unbuilt model
     assert fitted.bf16 == (precision == "bf16")
     assert compile_for_training(build_language_model(20, 4, 4), TrainConfig(), fused=False) is not (
         fitted
