@@ -85,6 +85,14 @@ class TokenizerConfig(_Section):
 class ModelConfig(_Section):
     embedding_dim: int = Field(default=64, gt=0)
     units: int = Field(default=64, gt=0, description="GRU units.")
+    dropout: float = Field(
+        default=0.0, ge=0.0, lt=1.0, description="Dropout on the embeddings and the GRU outputs."
+    )
+    tie_embeddings: bool = Field(
+        default=False,
+        description="The output layer reuses the embedding matrix (through a projection when "
+        "units differ from embedding_dim).",
+    )
 
 
 class TrainConfig(_Section):
@@ -94,6 +102,18 @@ class TrainConfig(_Section):
     max_len: int = Field(default=40, ge=2, description="Tokens per training window.")
     buckets: int = Field(
         default=4, ge=1, description="Batch windows by length in this many widths up to max_len."
+    )
+    weight_decay: float = Field(
+        default=0.0, ge=0.0, description="Decoupled weight decay (AdamW) when above 0."
+    )
+    clipnorm: float | None = Field(
+        default=None, gt=0.0, description="Clip each gradient to this norm; None: no clipping."
+    )
+    lr_schedule: Literal["constant", "cosine"] = Field(
+        default="constant", description="cosine: decays to 0 over `epochs` after the warm-up."
+    )
+    warmup_epochs: int = Field(
+        default=0, ge=0, description="Epochs of linear learning-rate warm-up from 0."
     )
     early_stopping_patience: int = Field(default=3, ge=1)
     early_stopping_from_epoch: int = Field(
