@@ -53,7 +53,38 @@ VERDICTS = {
     4: ("i would recommend it", "good value overall", "would buy again"),
     5: ("i highly recommend it", "best purchase this year", "worth every penny"),
 }
-_ONSETS = "b br c ch cr d dr f fl g gr h j k l m n p pl pr r s sh sl st t tr v w z".split()
+_ONSETS = [
+    "b",
+    "br",
+    "c",
+    "ch",
+    "cr",
+    "d",
+    "dr",
+    "f",
+    "fl",
+    "g",
+    "gr",
+    "h",
+    "j",
+    "k",
+    "l",
+    "m",
+    "n",
+    "p",
+    "pl",
+    "pr",
+    "r",
+    "s",
+    "sh",
+    "sl",
+    "st",
+    "t",
+    "tr",
+    "v",
+    "w",
+    "z",
+]
 _VOWELS = ("a", "e", "i", "o", "u", "ai", "ea", "oo", "ou", "y")
 _CODAS = ("", "", "n", "r", "s", "t", "l", "m", "nd", "st", "ck", "ng", "x", "p")
 GENERATOR_VERSION = "v2"
