@@ -31,6 +31,7 @@ def build_language_model(
     output_dtype: str | None = None,
     dropout: float = 0.0,
     tie_embeddings: bool = False,
+    embedding_init: float = 0.05,
 ) -> keras.Model:
     """Next-word model: int32 ids (B, T), any T → logits (B, T, vocab_size).
 
@@ -40,16 +41,20 @@ def build_language_model(
         dropout: Rate of dropout on the embeddings and on the GRU outputs (training only).
         tie_embeddings: One (vocab_size, embedding_dim) matrix embeds the ids and, transposed,
             makes the logits (`TiedEmbedding`).
+        embedding_init: The embeddings start uniform in ±this (Keras' default: 0.05).
     """
+    init = keras.initializers.RandomUniform(-embedding_init, embedding_init)
     ids = keras.Input(shape=(None,), dtype="int32", name="ids")
     if tie_embeddings:
         output: keras.layers.Layer = TiedEmbedding(
-            vocab_size, embedding_dim, units, dtype=output_dtype, name="logits"
+            vocab_size, embedding_dim, units, init, dtype=output_dtype, name="logits"
         )
         hidden = output(ids)
     else:
         output = keras.layers.Dense(vocab_size, dtype=output_dtype, name="logits")
-        hidden = keras.layers.Embedding(vocab_size, embedding_dim, name="embedding")(ids)
+        hidden = keras.layers.Embedding(
+            vocab_size, embedding_dim, embeddings_initializer=init, name="embedding"
+        )(ids)
     if dropout:
         hidden = keras.layers.Dropout(dropout, name="embedding_dropout")(hidden)
     hidden = keras.layers.GRU(
@@ -72,14 +77,22 @@ class TiedEmbedding(keras.layers.Layer):
     model class.
     """
 
-    def __init__(self, vocab_size: int, embedding_dim: int, units: int, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        vocab_size: int,
+        embedding_dim: int,
+        units: int,
+        embeddings_initializer: Any = "uniform",
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.vocab_size, self.embedding_dim, self.units = vocab_size, embedding_dim, units
+        self.embeddings_initializer = keras.initializers.get(embeddings_initializer)
 
     def build(self, input_shape: Any) -> None:
         self.embeddings = self.add_weight(
             shape=(self.vocab_size, self.embedding_dim),
-            initializer="uniform",  # keras.layers.Embedding's default
+            initializer=self.embeddings_initializer,
             name="embeddings",
         )
         self.projection = (
@@ -114,6 +127,7 @@ class TiedEmbedding(keras.layers.Layer):
             "vocab_size": self.vocab_size,
             "embedding_dim": self.embedding_dim,
             "units": self.units,
+            "embeddings_initializer": keras.initializers.serialize(self.embeddings_initializer),
         }
 
 

@@ -216,6 +216,7 @@ def train_model(
                 model_cfg.units,
                 dropout=model_cfg.dropout,
                 tie_embeddings=model_cfg.tie_embeddings,
+                embedding_init=model_cfg.embedding_init,
             )
             return model, compile_for_training(model, train_cfg, steps_per_epoch=steps_per_epoch)
 
