@@ -128,7 +128,7 @@ class _Lexicon:
         self.products = {
             c: _Zipf(nouns[i * 60 : (i + 1) * 60], 0.9) for i, c in enumerate(CATEGORIES)
         }
-        self.nouns = _Zipf(nouns[len(CATEGORIES) * 60 :])
+        self.nouns = _Zipf(nouns[len(CATEGORIES) * 60 :], 0.9)
         adjectives = _lexicon(900, rng, taken)
         self.good = _Zipf(adjectives[:150], 1.0)
         self.bad = _Zipf(adjectives[150:300], 1.0)
@@ -142,13 +142,20 @@ def _sentiment(lex: _Lexicon, rng: random.Random, rating: int) -> str:
     return pool(rng) if rng.random() < 0.7 else lex.adjectives(rng)
 
 
-def _sentence(lex: _Lexicon, rng: random.Random, product: str, person: str, rating: int) -> str:
+def _sentence(lex: _Lexicon, rng: random.Random, product: str, category: str, rating: int) -> str:
     """One sentence; its phrases come in either order and some words are optional."""
     adj = _sentiment(lex, rng, rating)
     maybe = rng.choice(INTENSIFIERS) + " " if rng.random() < 0.4 else ""
     noun, verb, adverb = lex.nouns(rng), lex.verbs(rng), lex.adverbs(rng)
+    if rng.random() < 0.3:
+        noun = f"{lex.adjectives(rng)} {noun}"
+    if rng.random() < 0.4:  # often another product of the category, not the one bought
+        product = lex.products[category](rng)
+    person = rng.choice(PEOPLE)
     when = f"every {rng.choice(TIMES)}" if rng.random() < 0.5 else f"after a {rng.choice(TIMES)}"
-    choice = rng.randrange(9)
+    choice = rng.randrange(18)
+    if choice >= 9:  # half the sentences: loose word salad, like real text's unpredictable flow
+        return _loose(lex, rng, product)
     if choice == 0:
         parts = [f"the {product} is {maybe}{adj}", f"and the {noun} is {lex.adjectives(rng)}"]
     elif choice == 1:
@@ -167,9 +174,45 @@ def _sentence(lex: _Lexicon, rng: random.Random, product: str, person: str, rati
         parts = [rng.choice(VERDICTS[rating]), f"if you need a {product}"]
     else:
         parts = [f"it is {maybe}{adj} for the price", f"compared to my old {noun}"]
+    if rng.random() < 0.3:
+        parts.append(lex.adverbs(rng))
     if rng.random() < 0.5:
         parts.reverse()
     return ", ".join(parts) if rng.random() < 0.5 else " ".join(parts)
+
+
+FUNCTION_WORDS = _Zipf(
+    [
+        "the",
+        "and",
+        "i",
+        "it",
+        "is",
+        "to",
+        "a",
+        "of",
+        "this",
+        "for",
+        "with",
+        "was",
+        "my",
+        "but",
+        "not",
+        "in",
+        "on",
+        "you",
+        "so",
+    ]
+)
+
+
+def _loose(lex: _Lexicon, rng: random.Random, product: str) -> str:
+    """3-12 words: Zipfian content words of every class between Zipfian function words."""
+    pools = (lex.nouns, lex.adjectives, lex.verbs, lex.adverbs, FUNCTION_WORDS, FUNCTION_WORDS)
+    words = [rng.choice(pools)(rng) for _ in range(rng.randint(3, 12))]
+    if rng.random() < 0.3:
+        words.insert(rng.randrange(len(words) + 1), product)
+    return " ".join(words)
 
 
 def _noisy(rng: random.Random, text: str) -> str:
@@ -188,12 +231,11 @@ def _noisy(rng: random.Random, text: str) -> str:
     return " ".join(out)
 
 
-def _body(lex: _Lexicon, rng: random.Random, product: str, rating: int) -> str:
+def _body(lex: _Lexicon, rng: random.Random, category: str, product: str, rating: int) -> str:
     """1 + a geometric number of sentences: most reviews short, a few long."""
-    person = rng.choice(PEOPLE)
-    sentences = [f"i bought this {product} for my {person}"]
+    sentences = [f"i bought this {product} for my {rng.choice(PEOPLE)}"]
     while rng.random() < 0.78 and len(sentences) < 40:
-        sentences.append(_sentence(lex, rng, product, person, rating))
+        sentences.append(_sentence(lex, rng, product, category, rating))
     text = "".join(
         _noisy(rng, s[0].upper() + s[1:]) + rng.choice((". ", ". ", "! ", ".<br />"))
         for s in sentences
@@ -219,7 +261,7 @@ def write_sample_reviews(out: Path, rows: int = 4000, seed: int = 0) -> Path:
                 rating = rng.choices(range(1, 6), weights=RATING_WEIGHTS)[0]
                 title = rng.choice(TITLES[rating]).replace("it's", "it&#39;s")
                 review_id = "R" + "".join(rng.choices(letters, k=13))
-                body = _body(lex, rng, product, rating)
+                body = _body(lex, rng, category, product, rating)
                 writer.writerow((review_id, product_id, category, rating, title, body, "en"))
         os.replace(tmp, out)
     except BaseException:

@@ -47,7 +47,8 @@ def test_statistics_like_real_reviews(tmp_path: Path) -> None:
 
 
 def test_the_product_comes_back(tmp_path: Path) -> None:
-    """The product of the first sentence is named again later in most long reviews: context a
+    """The product of the first sentence is named again later in most long reviews (elsewhere
+    other products of its category): context a
     bigram cannot use."""
     rows = _rows(write_sample_reviews(tmp_path / "r.csv", rows=300, seed=1))
     long = [r["review_body"] for r in rows if r["review_body"].count(".") >= 5]
@@ -55,4 +56,4 @@ def test_the_product_comes_back(tmp_path: Path) -> None:
     for body in long:
         product = re.match(r"\w+ bought this (\w+)", body.lower())
         again += bool(product) and body.lower().count(product.group(1)) >= 2
-    assert len(long) > 30 and again > 0.8 * len(long)
+    assert len(long) > 30 and again > 0.7 * len(long)
