@@ -1,9 +1,12 @@
 """PipelineConfig: the one place where defaults live.
 
-The defaults keep the GRU tutorial's model (vocabulary 10000, embedding 64, GRU 64, adam, batch 32)
-but not its schedule: on real reviews its 10 epochs at adam 1e-3 stop on the unigram plateau (the
-loss sits flat for several epochs before it falls). The defaults train up to 30 epochs at 2e-3 and
-do not stop early before epoch 10; `--preset seed` is the tutorial's exact recipe.
+The defaults keep the GRU tutorial's model shape (embedding 64 → GRU 64 → Dense(vocab), vocabulary
+at most 10000) but not its recipe, which on real reviews loses to a bigram table: measured on 979
+real reviews (README, Learning), words seen fewer than 3 times are [UNK] (`min_count`), the output
+layer reuses the embedding matrix (`tie_embeddings`), embeddings and GRU outputs get dropout 0.2,
+embeddings start at ±0.5 instead of ±0.05 (the loss no longer sits on the unigram plateau for
+epochs), and adam runs at 5e-3 on batches of 16 (twice the steps per epoch). `--preset seed` is
+the tutorial's exact recipe.
 
 A config comes from these defaults, then a preset, then a TOML file, then CLI flags or flow
 parameters, each overriding the one before (`PipelineConfig.load`). The whole model is logged to
@@ -87,7 +90,12 @@ class IngestConfig(_Section):
 class TokenizerConfig(_Section):
     vocab_size: int = Field(default=10_000, ge=3, description="Ids incl. 0=padding and 1=OOV.")
     lowercase: bool = True
-    min_count: int = Field(default=1, ge=1, description="Rarer train tokens become [UNK].")
+    min_count: int = Field(
+        default=3,
+        ge=1,
+        description="Rarer train tokens become [UNK]: the vocabulary grows with the data instead "
+        "of giving each word seen once an output row it cannot train.",
+    )
     url_placeholder: bool = Field(default=False, description="URLs become the token [URL].")
     number_placeholder: bool = Field(default=False, description="Numbers become [NUM].")
     val_fraction: float = Field(default=0.1, ge=0.0, lt=0.5)
@@ -97,19 +105,45 @@ class TokenizerConfig(_Section):
 class ModelConfig(_Section):
     embedding_dim: int = Field(default=64, gt=0)
     units: int = Field(default=64, gt=0, description="GRU units.")
+    dropout: float = Field(
+        default=0.2, ge=0.0, lt=1.0, description="Dropout on the embeddings and the GRU outputs."
+    )
+    embedding_init: float = Field(
+        default=0.5,
+        gt=0.0,
+        description="Embeddings start uniform in ±this (Keras' default 0.05); larger ones "
+        "shorten the plateau at the unigram.",
+    )
+    tie_embeddings: bool = Field(
+        default=True,
+        description="The output layer reuses the embedding matrix (through a projection when "
+        "units differ from embedding_dim).",
+    )
 
 
 class TrainConfig(_Section):
     epochs: int = Field(default=30, gt=0, description="At most; early stopping ends sooner.")
-    batch_size: int = Field(default=32, gt=0)
-    learning_rate: float = Field(default=2e-3, gt=0.0)
+    batch_size: int = Field(default=16, gt=0)
+    learning_rate: float = Field(default=5e-3, gt=0.0)
     max_len: int = Field(default=40, ge=2, description="Tokens per training window.")
     buckets: int = Field(
         default=4, ge=1, description="Batch windows by length in this many widths up to max_len."
     )
+    weight_decay: float = Field(
+        default=0.0, ge=0.0, description="Decoupled weight decay (AdamW) when above 0."
+    )
+    clipnorm: float | None = Field(
+        default=None, gt=0.0, description="Clip each gradient to this norm; None: no clipping."
+    )
+    lr_schedule: Literal["constant", "cosine"] = Field(
+        default="constant", description="cosine: decays to 0 over `epochs` after the warm-up."
+    )
+    warmup_epochs: int = Field(
+        default=0, ge=0, description="Epochs of linear learning-rate warm-up from 0."
+    )
     early_stopping_patience: int = Field(default=3, ge=1)
     early_stopping_from_epoch: int = Field(
-        default=10, ge=0, description="No early stop before this epoch (the unigram plateau)."
+        default=5, ge=0, description="No early stop before this epoch (the unigram plateau)."
     )
     loss: Literal["exact", "sampled"] = Field(
         default="exact", description="sampled: sampled softmax in training; evaluation is exact."
@@ -129,7 +163,18 @@ class TrainConfig(_Section):
 PRESETS: dict[str, dict[str, Any]] = {
     # The TensorFlow.js tutorial's recipe, for reproducing it (with validation on the val split).
     "seed": {
-        "train": {"epochs": 10, "learning_rate": 1e-3, "early_stopping_from_epoch": 0},
+        "tokenizer": {"min_count": 1},
+        "model": {"dropout": 0.0, "tie_embeddings": False, "embedding_init": 0.05},
+        "train": {
+            "epochs": 10,
+            "batch_size": 32,
+            "learning_rate": 1e-3,
+            "weight_decay": 0.0,
+            "clipnorm": None,
+            "lr_schedule": "constant",
+            "warmup_epochs": 0,
+            "early_stopping_from_epoch": 0,
+        },
     },
 }
 

@@ -161,6 +161,12 @@ def output_weights(language_model: keras.Model) -> tuple[tf.Tensor, tf.Tensor]:
     return tf.convert_to_tensor(layer.kernel), tf.convert_to_tensor(layer.bias)
 
 
+def output_inputs(language_model: keras.Model) -> keras.KerasTensor:
+    """What the output layer maps to logits: the GRU's outputs after their dropout, if any."""
+    history = language_model.outputs[0]._keras_history
+    return history.operation._inbound_nodes[history.node_index].input_tensors[0]
+
+
 class FusedSoftmaxTraining(keras.Model):
     """Wraps a model from `build_language_model`; fitting this fits that model's weights with
     `fused_softmax_cross_entropy`. Logs what Keras' compiled loss and metric would: ``loss`` is
@@ -170,9 +176,7 @@ class FusedSoftmaxTraining(keras.Model):
     def __init__(self, language_model: keras.Model, bf16: bool, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.language_model = language_model
-        self.hidden_states = keras.Model(
-            language_model.inputs, language_model.get_layer("gru").output
-        )
+        self.hidden_states = keras.Model(language_model.inputs, output_inputs(language_model))
         self.bf16 = bf16
         self.loss_sum = SoftmaxCrossEntropy(reduction="sum")
         self.mean_loss = keras.metrics.Mean(name="loss")

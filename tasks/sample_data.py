@@ -1,14 +1,24 @@
-"""The synthetic demo reviews: Amazon review CSV layout, made by a small grammar.
+"""The synthetic demo reviews: Amazon review CSV layout, with statistics closer to real reviews.
 
-The grammar makes the next word predictable from context a bigram model does not see: the category
-picks the products, the star rating picks the title and the sentiment words, and later sentences
-name again the product and the person of the first one ("... for my mother. The blender is great
-and my mother loves it."). A GRU should beat a unigram model clearly and a bigram model too.
+Real review text has a Zipfian vocabulary of thousands of words, loose word order, typos and
+lengths from one line to pages; a small grammar has none of that, and made a GRU look 36× better
+than a unigram and 2× better than a bigram (real reviews: about 2× and 0.7-0.9×). Here:
+
+- a vocabulary of a few thousand made-up words (fixed, built from syllables), drawn with Zipfian
+  frequencies, most of them rare, so many test words are seen a few times or never;
+- the category picks its own Zipfian pool of product nouns, and the star rating the sentiment
+  words: context a bigram does not see, and the product named again in later sentences;
+- phrases whose parts come in free order, optional words, typos and dropped words;
+- a geometric number of sentences per review: most short, a few long.
+
+It is still synthetic: it shows the pipeline end to end and the model beating the baselines by
+margins of the order measured on real text, not what a model of real reviews would say.
 """
 
 from __future__ import annotations
 
 import csv
+import itertools
 import os
 import random
 import tempfile
@@ -23,126 +33,221 @@ COLUMNS = (
     "review_body",
     "language",
 )
-# category → product → what it does (said in good reviews)
-CATALOG: dict[str, dict[str, str]] = {
-    "Kitchen": {
-        "blender": "crushes ice in seconds",
-        "toaster": "browns the bread evenly",
-        "kettle": "boils water really fast",
-        "skillet": "heats up evenly",
-        "mixer": "whips cream in a minute",
-    },
-    "Electronics": {
-        "headphones": "block out the noise on the train",
-        "speaker": "fills the whole room with sound",
-        "charger": "charges a phone in an hour",
-        "keyboard": "types quietly and smoothly",
-        "camera": "takes sharp pictures at night",
-    },
-    "Books": {
-        "novel": "kept me reading until midnight",
-        "cookbook": "has simple recipes for every night",
-        "biography": "tells an honest story",
-        "atlas": "has clear maps of every country",
-        "journal": "has thick paper that does not bleed",
-    },
-    "Toys": {
-        "puzzle": "keeps the kids busy for hours",
-        "robot": "walks and talks like a real one",
-        "doll": "has soft hair and pretty clothes",
-        "kite": "flies high even in light wind",
-        "train set": "runs around the track for hours",
-    },
-    "Beauty": {
-        "shampoo": "leaves hair soft and shiny",
-        "lotion": "keeps skin smooth all day",
-        "perfume": "smells fresh and light",
-        "hair dryer": "dries hair in five minutes",
-        "brush": "gets through every knot",
-    },
-    "Sports": {
-        "yoga mat": "does not slip during practice",
-        "tent": "stays dry in heavy rain",
-        "bike helmet": "fits snugly and feels safe",
-        "water bottle": "keeps drinks cold all day",
-        "backpack": "holds everything for a long hike",
-    },
-}
-PEOPLE = ("mother", "father", "sister", "brother", "wife", "husband", "son", "daughter", "friend")
-GIFT = ("for my {p}", "as a gift for my {p}", "as a birthday present for my {p}")
-# rating → (titles, adjectives, how the person feels, verdict, price sentence)
-MOOD: dict[int, tuple[tuple[str, ...], ...]] = {
-    1: (
-        ("One Star", "Terrible", "Do not buy"),
-        ("terrible", "awful", "useless"),
-        ("hates", "returned"),
-        ("I would not recommend this {x} to anyone.", "Save your money."),
-        ("It&#39;s a waste of money.", "It was not worth the price."),
-    ),
-    2: (
-        ("Two Stars", "Disappointed", "Not great"),
-        ("flimsy", "disappointing", "cheap"),
-        ("rarely uses", "does not like"),
-        ("I would not buy this {x} again.", "There are better options."),
-        ("It's overpriced for what you get.", "It was not worth the price."),
-    ),
-    3: (
-        ("Three Stars", "It's okay", "Average"),
-        ("okay", "fine", "average"),
-        ("sometimes uses", "does not mind"),
-        ("It does the job but nothing more.", "I might buy this {x} again."),
-        ("The price is fair.", "It's a fair deal for the price."),
-    ),
-    4: (
-        ("Four Stars", "Very good", "Happy with it"),
-        ("good", "solid", "nice"),
-        ("likes", "enjoys"),
-        ("I would recommend this {x} to a friend.", "Good value overall."),
-        ("It's a good deal for the price.", "The price is reasonable."),
-    ),
-    5: (
-        ("Five Stars", "Love it!", "Perfect"),
-        ("great", "amazing", "perfect"),
-        ("loves", "adores"),
-        ("I would highly recommend this {x} to anyone!", "Best purchase this year!"),
-        ("It's worth every penny.", "It was worth the price."),
-    ),
-}
+CATEGORIES = ("Kitchen", "Electronics", "Books", "Toys", "Beauty", "Sports", "Garden", "Pets")
 RATING_WEIGHTS = (10, 7, 10, 20, 53)
+PEOPLE = ("mother", "father", "sister", "brother", "wife", "husband", "son", "daughter", "friend")
+TIMES = ("day", "week", "morning", "night", "month", "weekend", "year")
+INTENSIFIERS = ("very", "really", "so", "pretty", "quite", "super", "too", "not")
+# Per rating: title words and a verdict; the sentiment adjectives come from the lexicon.
+TITLES = {
+    1: ("one star", "terrible", "do not buy", "waste of money"),
+    2: ("two stars", "disappointed", "not great", "meh"),
+    3: ("three stars", "it's okay", "average", "mixed feelings"),
+    4: ("four stars", "very good", "happy with it", "nice"),
+    5: ("five stars", "love it!", "perfect", "excellent"),
+}
+VERDICTS = {
+    1: ("i would not recommend it to anyone", "save your money", "returned it"),
+    2: ("i would not buy it again", "there are better options", "not worth it"),
+    3: ("it does the job", "i might buy it again", "it's fine for the price"),
+    4: ("i would recommend it", "good value overall", "would buy again"),
+    5: ("i highly recommend it", "best purchase this year", "worth every penny"),
+}
+_ONSETS = [
+    "b",
+    "br",
+    "c",
+    "ch",
+    "cr",
+    "d",
+    "dr",
+    "f",
+    "fl",
+    "g",
+    "gr",
+    "h",
+    "j",
+    "k",
+    "l",
+    "m",
+    "n",
+    "p",
+    "pl",
+    "pr",
+    "r",
+    "s",
+    "sh",
+    "sl",
+    "st",
+    "t",
+    "tr",
+    "v",
+    "w",
+    "z",
+]
+_VOWELS = ("a", "e", "i", "o", "u", "ai", "ea", "oo", "ou", "y")
+_CODAS = ("", "", "n", "r", "s", "t", "l", "m", "nd", "st", "ck", "ng", "x", "p")
+GENERATOR_VERSION = "v2"
+LEXICON_SEED = 20240517  # the vocabulary is the same for every seed of reviews
 
 
-def _body(rng: random.Random, product: str, does: str, rating: int) -> str:
-    """Three to eight sentences that keep referring back to the same product and person."""
-    _, adjectives, feels, verdicts, prices = MOOD[rating]
+def _lexicon(size: int, rng: random.Random, taken: set[str]) -> list[str]:
+    """`size` distinct pronounceable made-up words of one to three syllables."""
+    words: list[str] = []
+    while len(words) < size:
+        syllables = rng.choices((1, 2, 3), weights=(3, 5, 2))[0]
+        word = "".join(
+            rng.choice(_ONSETS) + rng.choice(_VOWELS) + rng.choice(_CODAS) for _ in range(syllables)
+        )
+        if word not in taken:
+            taken.add(word)
+            words.append(word)
+    return words
+
+
+class _Zipf:
+    """Draws from `words` with probability ∝ 1 / rank^exponent."""
+
+    def __init__(self, words: list[str], exponent: float = 1.1) -> None:
+        self.words = words
+        self.cumulative = list(
+            itertools.accumulate(1 / r**exponent for r in range(1, len(words) + 1))
+        )
+
+    def __call__(self, rng: random.Random) -> str:
+        return rng.choices(self.words, cum_weights=self.cumulative)[0]
+
+
+class _Lexicon:
+    """The demo's word classes; category noun pools and sentiment adjectives overlap little."""
+
+    def __init__(self) -> None:
+        rng = random.Random(LEXICON_SEED)
+        taken: set[str] = set()
+        nouns = _lexicon(1800, rng, taken)
+        self.products = {
+            c: _Zipf(nouns[i * 60 : (i + 1) * 60], 0.9) for i, c in enumerate(CATEGORIES)
+        }
+        self.nouns = _Zipf(nouns[len(CATEGORIES) * 60 :], 0.9)
+        adjectives = _lexicon(900, rng, taken)
+        self.good = _Zipf(adjectives[:150], 1.0)
+        self.bad = _Zipf(adjectives[150:300], 1.0)
+        self.adjectives = _Zipf(adjectives[300:])
+        self.verbs = _Zipf(_lexicon(700, rng, taken))
+        self.adverbs = _Zipf(_lexicon(200, rng, taken))
+
+
+def _sentiment(lex: _Lexicon, rng: random.Random, rating: int) -> str:
+    pool = lex.good if rating >= 4 else lex.bad if rating <= 2 else rng.choice((lex.good, lex.bad))
+    return pool(rng) if rng.random() < 0.7 else lex.adjectives(rng)
+
+
+def _sentence(lex: _Lexicon, rng: random.Random, product: str, category: str, rating: int) -> str:
+    """One sentence; its phrases come in either order and some words are optional."""
+    adj = _sentiment(lex, rng, rating)
+    maybe = rng.choice(INTENSIFIERS) + " " if rng.random() < 0.4 else ""
+    noun, verb, adverb = lex.nouns(rng), lex.verbs(rng), lex.adverbs(rng)
+    if rng.random() < 0.3:
+        noun = f"{lex.adjectives(rng)} {noun}"
+    if rng.random() < 0.4:  # often another product of the category, not the one bought
+        product = lex.products[category](rng)
     person = rng.choice(PEOPLE)
-    good = rating >= 4
-    gift = rng.choice(GIFT).format(p=person)
-    optional = [
-        f"The {product} {does}." if good else f"The {product} stopped working after a week.",
-        f"My {person} uses the {product} every {rng.choice(('day', 'week', 'morning'))}.",
-        rng.choice(prices),
-        f"Shipping was {rng.choice(('fast', 'quick', 'slow'))} and the box was {adjectives[0]}.",
-        f"The {product} is {rng.choice(adjectives)} and it&#39;s easy to clean.",
-        rng.choice(verdicts).format(x=product),
+    when = f"every {rng.choice(TIMES)}" if rng.random() < 0.5 else f"after a {rng.choice(TIMES)}"
+    choice = rng.randrange(18)
+    if choice >= 9:  # half the sentences: loose word salad, like real text's unpredictable flow
+        return _loose(lex, rng, product)
+    if choice == 0:
+        parts = [f"the {product} is {maybe}{adj}", f"and the {noun} is {lex.adjectives(rng)}"]
+    elif choice == 1:
+        parts = [f"my {person} {verb}s the {product}", when]
+    elif choice == 2:
+        parts = [f"it {verb}s the {noun} {adverb}", f"with the {lex.nouns(rng)}"]
+    elif choice == 3:
+        parts = [f"the {noun} {verb}s {adverb}", f"in the {lex.nouns(rng)}"]
+    elif choice == 4:
+        parts = [f"{adj} {product}", f"{lex.adjectives(rng)} {noun}"]
+    elif choice == 5:
+        parts = [f"i {verb} this {product} {when}", f"for the {noun}"]
+    elif choice == 6:
+        parts = [f"shipping was {maybe}{lex.adjectives(rng)}", f"the box was {adj}"]
+    elif choice == 7:
+        parts = [rng.choice(VERDICTS[rating]), f"if you need a {product}"]
+    else:
+        parts = [f"it is {maybe}{adj} for the price", f"compared to my old {noun}"]
+    if rng.random() < 0.3:
+        parts.append(lex.adverbs(rng))
+    if rng.random() < 0.5:
+        parts.reverse()
+    return ", ".join(parts) if rng.random() < 0.5 else " ".join(parts)
+
+
+FUNCTION_WORDS = _Zipf(
+    [
+        "the",
+        "and",
+        "i",
+        "it",
+        "is",
+        "to",
+        "a",
+        "of",
+        "this",
+        "for",
+        "with",
+        "was",
+        "my",
+        "but",
+        "not",
+        "in",
+        "on",
+        "you",
+        "so",
     ]
-    rng.shuffle(optional)
-    sentences = [
-        f"I bought this {product} {gift}.",
-        f"The {product} is {rng.choice(adjectives)} and my {person} {rng.choice(feels)} it.",
-        *optional[: rng.randint(1, 6)],
-    ]
-    return "".join(s + rng.choice((" ", " ", "<br />")) for s in sentences).strip()
+)
+
+
+def _loose(lex: _Lexicon, rng: random.Random, product: str) -> str:
+    """3-12 words: Zipfian content words of every class between Zipfian function words."""
+    pools = (lex.nouns, lex.adjectives, lex.verbs, lex.adverbs, FUNCTION_WORDS, FUNCTION_WORDS)
+    words = [rng.choice(pools)(rng) for _ in range(rng.randint(3, 12))]
+    if rng.random() < 0.3:
+        words.insert(rng.randrange(len(words) + 1), product)
+    return " ".join(words)
+
+
+def _noisy(rng: random.Random, text: str) -> str:
+    """Typos (two letters swapped), dropped and doubled words: a few percent of the words."""
+    out: list[str] = []
+    for word in text.split(" "):
+        roll = rng.random()
+        if roll < 0.015:
+            continue
+        if roll < 0.04 and len(word) > 3:
+            i = rng.randrange(len(word) - 1)
+            word = word[:i] + word[i + 1] + word[i] + word[i + 2 :]
+        out.append(word)
+        if roll > 0.995:
+            out.append(word)
+    return " ".join(out)
+
+
+def _body(lex: _Lexicon, rng: random.Random, category: str, product: str, rating: int) -> str:
+    """1 + a geometric number of sentences: most reviews short, a few long."""
+    sentences = [f"i bought this {product} for my {rng.choice(PEOPLE)}"]
+    while rng.random() < 0.78 and len(sentences) < 40:
+        sentences.append(_sentence(lex, rng, product, category, rating))
+    text = "".join(
+        _noisy(rng, s[0].upper() + s[1:]) + rng.choice((". ", ". ", "! ", ".<br />"))
+        for s in sentences
+    )
+    return text.replace("it's", "it&#39;s").strip()
 
 
 def write_sample_reviews(out: Path, rows: int = 4000, seed: int = 0) -> Path:
     """Write `rows` synthetic reviews to the CSV `out` (atomically); same seed, same bytes."""
+    lex = _Lexicon()
     rng = random.Random(seed)
     letters = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
-    products = [
-        (category, product, does, "B0" + "".join(rng.choices(letters, k=8)))
-        for category, items in CATALOG.items()
-        for product, does in items.items()
-    ]
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
     try:
@@ -150,11 +255,13 @@ def write_sample_reviews(out: Path, rows: int = 4000, seed: int = 0) -> Path:
             writer = csv.writer(fh)
             writer.writerow(COLUMNS)
             for _ in range(rows):
-                category, product, does, product_id = rng.choice(products)
+                category = rng.choice(CATEGORIES)
+                product = lex.products[category](rng)
+                product_id = "B0" + "".join(rng.choices(letters, k=8))
                 rating = rng.choices(range(1, 6), weights=RATING_WEIGHTS)[0]
-                title = rng.choice(MOOD[rating][0])
+                title = rng.choice(TITLES[rating]).replace("it's", "it&#39;s")
                 review_id = "R" + "".join(rng.choices(letters, k=13))
-                body = _body(rng, product, does, rating)
+                body = _body(lex, rng, category, product, rating)
                 writer.writerow((review_id, product_id, category, rating, title, body, "en"))
         os.replace(tmp, out)
     except BaseException:
@@ -164,6 +271,7 @@ def write_sample_reviews(out: Path, rows: int = 4000, seed: int = 0) -> Path:
 
 
 def demo_dataset(directory: Path, rows: int = 4000) -> Path:
-    """The demo reviews in `directory`, written on first use (seed 0)."""
-    path = directory / f"reviews-{rows}.csv"
+    """The demo reviews in `directory`, written on first use (seed 0). The file name carries the
+    generator's version: a file of an older generator is not reused."""
+    path = directory / f"reviews-{GENERATOR_VERSION}-{rows}.csv"
     return path if path.exists() else write_sample_reviews(path, rows=rows, seed=0)

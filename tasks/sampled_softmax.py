@@ -21,10 +21,14 @@ class SampledSoftmaxTraining(keras.Model):
     def __init__(self, language_model: keras.Model, negatives: int, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.language_model = language_model
+        # What the output layer reads: the GRU's outputs, after their dropout when there is one.
+        names = {layer.name for layer in language_model.layers}
+        hidden = "gru_dropout" if "gru_dropout" in names else "gru"
         self.hidden_states = keras.Model(
-            language_model.inputs, language_model.get_layer("gru").output
+            language_model.inputs, language_model.get_layer(hidden).output
         )
-        self.output_layer = language_model.get_layer("logits")
+        self.output_layer = language_model.get_layer("logits")  # Dense or TiedEmbedding
+        self.vocab_size = int(language_model.output.shape[-1])
         self.negatives = negatives
         # Tracked (and reset every epoch) by Keras; named apart from the exact validation "loss".
         self.sampled_loss = keras.metrics.Mean(name="sampled_loss")
@@ -43,7 +47,7 @@ class SampledSoftmaxTraining(keras.Model):
                 labels=tf.reshape(tf.cast(targets, tf.int64), [-1, 1]),
                 inputs=tf.reshape(hidden, [-1, hidden.shape[-1]]),
                 num_sampled=self.negatives,
-                num_classes=self.output_layer.units,
+                num_classes=self.vocab_size,
             )
             real = tf.reduce_sum(weights)
             loss = tf.reduce_sum(losses * weights) / tf.maximum(real, 1.0)

@@ -135,14 +135,39 @@ def _tf_config_workers() -> int:
     return max(1, sum(len(tasks) for tasks in cluster.values()))
 
 
+def make_optimizer(train_cfg: TrainConfig, steps_per_epoch: int) -> keras.optimizers.Optimizer:
+    """Adam, or AdamW with `weight_decay`; the learning rate warms up linearly over
+    `warmup_epochs`, then stays (constant) or follows a cosine to 0 at `epochs` (cosine)."""
+    rate: float | keras.optimizers.schedules.LearningRateSchedule = train_cfg.learning_rate
+    warmup = train_cfg.warmup_epochs * steps_per_epoch
+    if warmup or train_cfg.lr_schedule == "cosine":
+        rate = keras.optimizers.schedules.CosineDecay(
+            initial_learning_rate=0.0 if warmup else train_cfg.learning_rate,
+            decay_steps=max(train_cfg.epochs * steps_per_epoch - warmup, 1),
+            alpha=1.0 if train_cfg.lr_schedule == "constant" else 0.0,  # 1: no decay
+            warmup_target=train_cfg.learning_rate if warmup else None,
+            warmup_steps=warmup,
+        )
+    if train_cfg.weight_decay:
+        return keras.optimizers.AdamW(
+            learning_rate=rate, weight_decay=train_cfg.weight_decay, clipnorm=train_cfg.clipnorm
+        )
+    return keras.optimizers.Adam(learning_rate=rate, clipnorm=train_cfg.clipnorm)
+
+
 def compile_for_training(
-    model: keras.Model, train_cfg: TrainConfig, steps_per_execution: int = 1, fused: bool = True
+    model: keras.Model,
+    train_cfg: TrainConfig,
+    steps_per_execution: int = 1,
+    steps_per_epoch: int = 1,
+    fused: bool = True,
 ) -> keras.Model:
     """`model` compiled for training: the exact loss from logits through the fused output layer
     (`tasks.fused_softmax`, products in `train_cfg.precision`), or a sampled-softmax trainer
     around it. Validation and metrics are the exact ones either way. `fused=False`: the plain
     layers with the loss from `tasks.softmax_loss` (the previous design, a benchmark row).
-    (`steps_per_execution` > 1 is a lever benchmarks/train.py measures; it did not pay.)"""
+    `steps_per_epoch` paces the learning-rate schedule. (`steps_per_execution` > 1 is a lever
+    benchmarks/train.py measures; it did not pay.)"""
     fitted = model
     if train_cfg.loss == "sampled":
         fitted = SampledSoftmaxTraining(model, train_cfg.sampled_negatives)
@@ -152,7 +177,7 @@ def compile_for_training(
         fitted = FusedSoftmaxTraining(model, bf16=precision == "bf16")
     own_loss = isinstance(fitted, FusedSoftmaxTraining)  # it computes and logs loss itself
     fitted.compile(
-        optimizer=keras.optimizers.Adam(learning_rate=train_cfg.learning_rate),
+        optimizer=make_optimizer(train_cfg, steps_per_epoch),
         # Summed with make_dataset's weights: the epoch loss is the mean over real targets, so
         # exp(loss) is the per-token perplexity. (The fused trainer sums the same way.)
         loss=None if own_loss else SoftmaxCrossEntropy(reduction="sum"),
@@ -207,11 +232,22 @@ def train_model(
         len(x_val),
     )
 
+    seed, batch, buckets = train_cfg.seed, train_cfg.batch_size, train_cfg.buckets
+    train_set = make_dataset(x_train, y_train, batch, shuffle=True, seed=seed, buckets=buckets)
+    steps_per_epoch = int(train_set.cardinality())
+
     def new_models() -> tuple[keras.Model, keras.Model]:
         keras.utils.set_random_seed(train_cfg.seed)
         with distribution_strategy(train_cfg.strategy).scope():
-            model = build_language_model(data.vocab_size, model_cfg.embedding_dim, model_cfg.units)
-            return model, compile_for_training(model, train_cfg)
+            model = build_language_model(
+                data.vocab_size,
+                model_cfg.embedding_dim,
+                model_cfg.units,
+                dropout=model_cfg.dropout,
+                tie_embeddings=model_cfg.tie_embeddings,
+                embedding_init=model_cfg.embedding_init,
+            )
+            return model, compile_for_training(model, train_cfg, steps_per_epoch=steps_per_epoch)
 
     backup_dir = out_dir / "backup"
     resumed_from_epoch = _resumable_epoch(backup_dir, new_models, train_cfg.epochs)
@@ -234,10 +270,9 @@ def train_model(
         ),
         *(callbacks or []),
     ]
-    seed, batch, buckets = train_cfg.seed, train_cfg.batch_size, train_cfg.buckets
     started = time.perf_counter()
     fitted = fitted_model.fit(
-        make_dataset(x_train, y_train, batch, shuffle=True, seed=seed, buckets=buckets),
+        train_set,
         validation_data=make_dataset(
             x_val, y_val, batch, shuffle=False, seed=seed, buckets=buckets
         ),

@@ -10,12 +10,21 @@ def test_defaults_keep_the_tutorial_model_and_the_seed_preset_its_recipe() -> No
     config = PipelineConfig()
     assert config.tokenizer.vocab_size == 10_000
     assert (config.model.embedding_dim, config.model.units) == (64, 64)
-    assert (config.train.epochs, config.train.batch_size) == (30, 32)
-    assert config.train.learning_rate == 2e-3
+    assert (config.train.epochs, config.train.batch_size) == (30, 16)
+    assert config.train.learning_rate == 5e-3
+    assert (config.tokenizer.min_count, config.model.tie_embeddings) == (3, True)
     assert config.registry.model_name == "reviewgru"
-    seed = PipelineConfig.load(preset="seed").train
-    assert (seed.epochs, seed.batch_size, seed.learning_rate) == (10, 32, 1e-3)
-    assert seed.early_stopping_from_epoch == 0
+    seed = PipelineConfig.load(preset="seed")
+    assert (seed.tokenizer.vocab_size, seed.tokenizer.min_count) == (10_000, 1)
+    assert (seed.model.embedding_dim, seed.model.units) == (64, 64)
+    assert (seed.model.dropout, seed.model.tie_embeddings, seed.model.embedding_init) == (
+        0.0, False, 0.05,
+    )  # fmt: skip
+    assert (seed.train.epochs, seed.train.batch_size, seed.train.learning_rate) == (10, 32, 1e-3)
+    assert (seed.train.weight_decay, seed.train.clipnorm, seed.train.lr_schedule) == (
+        0.0, None, "constant",
+    )  # fmt: skip
+    assert (seed.train.warmup_epochs, seed.train.early_stopping_from_epoch) == (0, 0)
 
 
 def test_preset_sits_under_the_toml_and_the_flags(tmp_path: Path) -> None:

@@ -210,7 +210,8 @@ class PoisonWeights(keras.callbacks.Callback):
 
     def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
         if batch == 2:
-            table = self.model.get_layer("embedding").embeddings
+            # "embedding" untied, "logits" tied: the one variable named so either way.
+            table = next(v for v in self.model.weights if v.name == "embeddings")
             table.assign(np.full(table.shape, np.nan, dtype="float32"))
 
 
