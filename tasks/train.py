@@ -186,6 +186,15 @@ def compile_for_training(
         jit_compile=JIT_COMPILE and train_cfg.loss == "exact",
         steps_per_execution=steps_per_execution,
     )
+    if own_loss:
+        # The saved model.keras stays what it was: compiled with this loss and metric and the
+        # trainer's optimizer (its state included).
+        model.compile(
+            optimizer=fitted.optimizer,
+            loss=SoftmaxCrossEntropy(reduction="sum"),
+            weighted_metrics=[TopOneAccuracy()],
+            jit_compile=JIT_COMPILE,
+        )
     if fitted is not model:
         # Build the trainer and its exact validation metrics: BackupAndRestore needs a built
         # model, and the end-of-epoch logs read every metric.
