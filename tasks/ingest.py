@@ -33,6 +33,7 @@ from prefect.context import TaskRunContext
 from prefect.states import State
 
 from tasks.config import IngestConfig
+from tasks.files import file_sha256
 from tasks.records import InputError, Snapshot
 from tasks.sources import (
     CHUNK_BYTES,
@@ -398,14 +399,6 @@ def ingest_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str
 )
 def ingest_task(source: str, cfg: IngestConfig, out_dir: Path) -> Snapshot:
     return ingest(source, cfg, out_dir)
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def snapshot_damage(snapshot: Snapshot) -> str | None:

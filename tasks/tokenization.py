@@ -26,6 +26,7 @@ from prefect import task, unmapped
 from prefect.cache_policies import NO_CACHE
 
 from tasks.config import TokenizerConfig
+from tasks.files import file_sha256
 from tasks.records import SPLITS, Snapshot, TokenizedData
 from tasks.text import UNK_ID, Vocab, tokens_series, write_bytes_atomically
 
@@ -56,14 +57,6 @@ def splits_of(ids: pl.Series, val_fraction: float, test_fraction: float) -> pl.S
         .cast(_SPLIT_TYPE)
     )
     return u.to_frame().select(split.alias("split")).to_series()
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _replace_dir(tmp: Path, out_dir: Path) -> None:
@@ -294,7 +287,7 @@ def _finish(
     lengths = {split: stats.percentiles(split) for split in SPLITS}
     languages = dict(sorted(stats.languages.items()))
     files = {
-        name: _sha256_file(tmp / name)
+        name: file_sha256(tmp / name)
         for name in ("vocab.json", *(f"{split}.parquet" for split in SPLITS))
     }
     digest = hashlib.sha256("".join(files.values()).encode()).hexdigest()[:16]

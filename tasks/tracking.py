@@ -6,7 +6,6 @@ Everything goes through an explicit `MlflowClient` and run id rather than MLflow
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import time
@@ -19,6 +18,7 @@ from mlflow.entities import DatasetInput, InputTag, Metric, Param, RunStatus
 from mlflow.tracking import MlflowClient
 
 from tasks.config import PipelineConfig
+from tasks.files import file_sha256
 from tasks.records import SPLITS, TokenizedData
 
 log = logging.getLogger(__name__)
@@ -109,11 +109,7 @@ def log_artifact(run_id: str, path: Path) -> None:
 
 
 def file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:16]
+    return file_sha256(path)[:16]
 
 
 def log_tokenized_inputs(run_id: str, data: TokenizedData) -> None:
