@@ -82,10 +82,16 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tasks.config import TrainConfig
+from tasks.config import ModelConfig, TrainConfig
 from tasks.fused_softmax import cpu_flags, resolve_precision
 from tasks.model import build_language_model
-from tasks.train import JIT_COMPILE, TrainPhaseClock, compile_for_training, make_dataset
+from tasks.train import (
+    JIT_COMPILE,
+    TrainPhaseClock,
+    compile_for_training,
+    configured_model,
+    make_dataset,
+)
 from tasks.windows import computed_positions, make_windows, pack_sequences
 
 VOCAB, EMBEDDING, UNITS, BATCH, MAX_LEN = 10_000, 64, 64, 32, 40
@@ -135,12 +141,17 @@ def our_model(
     steps_per_execution: int = 1,
     keras_loss: bool = False,
     fused: bool = True,
+    model_cfg: ModelConfig | None = None,
 ) -> keras.Model:
     """The model and compile of `tasks/train.py`; `fused=False`: round 1's step (the Dense layer
     and `tasks.softmax_loss`); `keras_loss`: that step with Keras' own loss and argmax accuracy
-    instead of `tasks.softmax_loss` (the lever that module is)."""
+    instead of `tasks.softmax_loss` (the lever that module is). The model is the seed's layers
+    (untied, no dropout) unless `model_cfg` gives the pipeline's regularized default."""
     keras.utils.set_random_seed(SEED)
-    model = build_language_model(VOCAB, EMBEDDING, UNITS)
+    if model_cfg is None:
+        model = build_language_model(VOCAB, EMBEDDING, UNITS)
+    else:
+        model = configured_model(VOCAB, model_cfg)
     if not keras_loss:
         return compile_for_training(model, train_cfg, steps_per_execution, fused=fused)
     model.compile(
@@ -322,6 +333,12 @@ def main() -> None:
         Build(
             "ours unfused (round 1: Dense + tasks.softmax_loss, fp32)",
             our_model(cfg, fused=False),
+            ours_data(),
+        ),
+        Build(
+            f"ours, the pipeline's default model (tied embeddings, dropout "
+            f"{ModelConfig().dropout}), {precision} products",
+            our_model(cfg, model_cfg=ModelConfig()),
             ours_data(),
         ),
     ]

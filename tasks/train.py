@@ -155,6 +155,18 @@ def make_optimizer(train_cfg: TrainConfig, steps_per_epoch: int) -> keras.optimi
     return keras.optimizers.Adam(learning_rate=rate, clipnorm=train_cfg.clipnorm)
 
 
+def configured_model(vocab_size: int, model_cfg: ModelConfig) -> keras.Model:
+    """`build_language_model` with the model section of the config."""
+    return build_language_model(
+        vocab_size,
+        model_cfg.embedding_dim,
+        model_cfg.units,
+        dropout=model_cfg.dropout,
+        tie_embeddings=model_cfg.tie_embeddings,
+        embedding_init=model_cfg.embedding_init,
+    )
+
+
 def compile_for_training(
     model: keras.Model,
     train_cfg: TrainConfig,
@@ -248,14 +260,7 @@ def train_model(
     def new_models() -> tuple[keras.Model, keras.Model]:
         keras.utils.set_random_seed(train_cfg.seed)
         with distribution_strategy(train_cfg.strategy).scope():
-            model = build_language_model(
-                data.vocab_size,
-                model_cfg.embedding_dim,
-                model_cfg.units,
-                dropout=model_cfg.dropout,
-                tie_embeddings=model_cfg.tie_embeddings,
-                embedding_init=model_cfg.embedding_init,
-            )
+            model = configured_model(data.vocab_size, model_cfg)
             return model, compile_for_training(model, train_cfg, steps_per_epoch=steps_per_epoch)
 
     backup_dir = out_dir / "backup"
