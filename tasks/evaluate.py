@@ -31,6 +31,7 @@ from tasks.comparison import (
     write_comparison,
 )
 from tasks.config import PipelineConfig
+from tasks.model import load_language_model
 from tasks.records import ChampionScore, Evaluation, TokenizedData, TrainedModel
 from tasks.register import champion_version, download_model_files
 from tasks.text import UNK_ID, Vocab, encode_texts
@@ -49,7 +50,7 @@ def evaluate_language_model(
     model_path: Path, test_path: Path, max_len: int, batch_size: int = 64
 ) -> dict[str, float]:
     """Load a .keras model and score it on a test split's Parquet file (see `evaluate_ids`)."""
-    model = keras.models.load_model(model_path, compile=False)  # forward passes only
+    model = load_language_model(model_path)
     return evaluate_ids(model, read_sequences(test_path), max_len, batch_size)
 
 
@@ -252,7 +253,7 @@ def score_champion(
         champion_vocab = Vocab.load(vocab_path)
         texts = pq.read_table(test_path, columns=["text"]).column("text").to_pylist()
         sequences = pack_sequences(encode_texts(texts, champion_vocab))
-        model = keras.models.load_model(keras_path, compile=False)
+        model = load_language_model(keras_path)
         theirs, their_owner, their_nll, _ = score_targets(model, sequences, max_len)
         their_top = top_words(model, champion_vocab, prompts, top_k)
     score = ChampionScore(
@@ -278,7 +279,7 @@ def evaluate_model(
 ) -> Evaluation:
     """Test metrics, baselines, the champion on the same reviews, and the prompts side by side."""
     test_path, max_len, rules = data.split_path("test"), config.train.max_len, config.registry
-    model = keras.models.load_model(trained.path, compile=False)
+    model = load_language_model(trained.path)
     sequences = read_sequences(test_path)
     targets, owner, nll, rank = score_targets(model, sequences, max_len)
     metrics = summarize_targets(targets, nll, rank)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import keras
@@ -129,6 +130,12 @@ class TiedEmbedding(keras.layers.Layer):
             "units": self.units,
             "embeddings_initializer": keras.initializers.serialize(self.embeddings_initializer),
         }
+
+
+def load_language_model(path: str | Path) -> keras.Model:
+    """A saved model, for forward passes only; this module's import registers `TiedEmbedding`,
+    so every loader goes through here (a process that never imported it cannot read the file)."""
+    return keras.models.load_model(path, compile=False)
 
 
 _COMPILED: weakref.WeakKeyDictionary[keras.Model, Callable[[np.ndarray], tf.Tensor]] = (

@@ -66,9 +66,9 @@ def top_next_words(
 
 class NextWordModel(PythonModel):
     def load_context(self, context: Any) -> None:
-        import keras
+        from tasks.model import load_language_model
 
-        self.model = keras.models.load_model(context.artifacts["keras_model"], compile=False)
+        self.model = load_language_model(context.artifacts["keras_model"])
         self.vocab = Vocab.load(Path(context.artifacts["vocab"]))
 
     def predict(

@@ -18,6 +18,7 @@ import polars as pl
 from prefect import task
 
 from tasks.evaluate import review_perplexities
+from tasks.model import load_language_model
 from tasks.next_word_model import top_next_words
 from tasks.records import InputError, Snapshot
 from tasks.register import download_model_files
@@ -33,7 +34,7 @@ CANDIDATE = pl.Struct({"word": pl.String, "p": pl.Float64})
 
 def _load(model_uri: str, dst: Path) -> tuple[keras.Model, Vocab]:
     keras_path, vocab_path = download_model_files(model_uri, dst)
-    return keras.models.load_model(keras_path, compile=False), Vocab.load(vocab_path)
+    return load_language_model(keras_path), Vocab.load(vocab_path)
 
 
 def next_word_table(

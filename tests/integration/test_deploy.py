@@ -122,6 +122,8 @@ def test_prefect_yaml_deploys_to_a_process_work_pool_whose_worker_runs_it(
             "workdir": str(tmp_path / "work"),
             "ingest": {"data": str(reviews)},
             "train": {"epochs": 1, "learning_rate": 0.01},
+            # One epoch on 200 reviews beats the unigram, not the bigram: a champion to check.
+            "registry": {"must_beat": "unigram"},
         }
         flow_run = run_deployment(
             deployment.id, parameters={"config": config}, timeout=600, poll_interval=2,

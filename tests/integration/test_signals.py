@@ -110,6 +110,7 @@ def test_sigint_then_sigterm_stop_the_run_which_then_resumes(
         (flow_run,) = [
             flow_run
             for flow_run in prefect.read_flow_runs()
-            if flow_run.parameters["config"]["workdir"] == str(workdir)
+            # Other tests' flows (score, tokenize-sharded) share the server and take no config.
+            if flow_run.parameters.get("config", {}).get("workdir") == str(workdir)
         ]
     assert flow_run.state is not None and flow_run.state.type.value in ("CRASHED", "CANCELLED")

@@ -77,7 +77,8 @@ def test_flow_runs_through_postgres_backed_servers_and_leaks_no_secret(
     reviews = write_sample_reviews(tmp_path / "reviews.csv", rows=200, seed=9)
     result = subprocess.run(
         [str(Path(sys.executable).with_name("reviewgru")), "run", "--data", str(reviews),
-         "--workdir", str(tmp_path / "work"), "--epochs", "1", "--learning-rate", "0.01", "--json"],
+         "--workdir", str(tmp_path / "work"), "--epochs", "1", "--learning-rate", "0.01",
+         "--must-beat", "unigram", "--json"],
         env=os.environ, capture_output=True, text=True, timeout=900,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]

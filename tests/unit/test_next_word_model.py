@@ -51,8 +51,9 @@ def test_predict_returns_one_row_per_input(pyfunc_model: mlflow.pyfunc.PyFuncMod
     words = {c["word"] for candidates in frame["next"] for c in candidates}
     assert not {"[PAD]", "[UNK]"} & words and words <= set(TOKENS)
     assert all(0 <= c["p"] <= 1 for candidates in frame["next"] for c in candidates)
-    # top_k is per row: the same text asked for 1 gets the best of its 5 (words may tie, p not)
-    assert frame["next"][2][0]["p"] == frame["next"][1][0]["p"]
+    # top_k is per row: the same text asked for 1 gets the best of its 5 (words may tie, p not;
+    # the rows are computed in batches of different widths, so p agrees to rounding)
+    assert frame["next"][2][0]["p"] == pytest.approx(frame["next"][1][0]["p"], rel=1e-6)
 
 
 def test_signature_says_each_row_holds_a_list_of_word_and_p() -> None:
