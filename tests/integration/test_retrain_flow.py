@@ -178,9 +178,10 @@ def test_retrain_registers_promotes_and_serves(tmp_path: Path, reviewgru: Cli) -
 
     # It loses to the bigram: registered (challenger), not promoted, and every report says why.
     assert (worse["model_version"], worse["promoted"]) == ("2", False)
-    rejected = MlflowClient().get_model_version("reviewgru", "2").tags
-    assert rejected["gate.decision"] == "rejected"
-    reason = rejected["gate.reason"]
+    rejected = MlflowClient().get_model_version("reviewgru", "2")
+    assert rejected.tags["gate.decision"] == "rejected"
+    # The reason is the version's one-sentence description (tags keep lineage only).
+    reason = rejected.description.removeprefix("Not promoted, the champion stays: ")[:-1]
     assert reason.startswith(f"perplexity {worse['metrics']['test_perplexity']:.4g} does not beat")
     assert f"the bigram baseline {worse['metrics']['bigram_perplexity']:.4g} (+" in reason
     assert "champion v1's" in reason and "words both vocabularies know" in reason
@@ -208,14 +209,11 @@ def test_retrain_registers_promotes_and_serves(tmp_path: Path, reviewgru: Cli) -
     )
     assert _alias("reviewgru", "champion") == "1"
     assert _alias("reviewgru", "challenger") == "2"
-    rejected = MlflowClient().get_model_version("reviewgru", "2").tags
-    assert rejected["gate.decision"] == "rejected"
     _check_logged_model("2", "Not promoted, the champion stays: perplexity")
-    description = MlflowClient().get_model_version("reviewgru", "2").description
-    worse_reason = description.removeprefix("Not promoted, the champion stays: ")[:-1]
+    assert MlflowClient().get_run(worse["mlflow_run_id"]).data.tags["gate.reason"] == reason
     assert "rejected" in _flow_run_tags(worse["flow_run_id"])
     event = _event("reviewgru.model.rejected", _of_run(worse["flow_run_id"]))
-    assert event["version"] == "2" and event["reason"] == worse_reason
+    assert event["version"] == "2" and event["reason"] == reason
     ranked = mlflow.search_logged_models(
         experiment_ids=[MlflowClient().get_experiment_by_name("reviewgru").experiment_id],
         order_by=[{"field_name": "metrics.test_perplexity", "ascending": True}],
