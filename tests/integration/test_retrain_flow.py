@@ -203,7 +203,8 @@ def test_retrain_registers_promotes_and_serves(tmp_path: Path, reviewgru: Cli) -
     oov_under_champion = report[
         "drift vs champion v1: test OOV rate under the champion's vocabulary"
     ]
-    assert str(oov_under_champion).endswith(" → " + str(oov_under_champion).split(" ")[0])
+    before, after = str(oov_under_champion).split(" → ")
+    assert after.split(" ")[0] == before  # "a → b (+x%)"
     assert worse["metrics"]["champion_perplexity"] == pytest.approx(
         metrics["test_perplexity"], rel=1e-3
     )
