@@ -27,10 +27,10 @@ import numpy as np
 import pandas as pd
 from mlflow.models import ModelSignature
 
-from tasks.model import build_language_model
-from tasks.next_word_model import INPUT_SCHEMA, OUTPUT_SCHEMA
-from tasks.register import MODEL_CODE, TASKS_DIR
-from tasks.text import Vocab, encode_texts
+from tasks.registry.register import MODEL_CODE, TASKS_DIR
+from tasks.serve.next_word_model import INPUT_SCHEMA, OUTPUT_SCHEMA
+from tasks.tokenize.tokenizer import Vocab, encode_texts
+from tasks.train.model import build_language_model
 
 VOCAB, EMBEDDING, UNITS = 10_000, 64, 64
 TEXT = "i bought this blender for my mother and the blender is great and it is"

@@ -5,7 +5,8 @@ Generates a review CSV of at least `--mb` MB (Amazon layout: the demo grammar pl
 rare words, so the vocabulary looks like real data), then, each in its own process so that peak
 RSS is its own, runs
 
-- ours: `tasks.ingest.ingest` + `tasks.tokenization.tokenize_snapshot` (polars, streaming), and
+- ours: `tasks.ingest.snapshot.ingest` + `tasks.tokenize.dataset.tokenize_snapshot` (polars,
+  streaming), and
 - the reference: csv module, html.unescape + re.sub + NFKC + lowercase, `re.findall`, a dict
   vocabulary from the train split, ids as Python lists, pyarrow Parquet write,
 
@@ -54,7 +55,7 @@ def generate(path: Path, mb: int, seed: int = 0) -> Path:
     import numpy as np
     import polars as pl
 
-    from tasks.sample_data import write_sample_reviews
+    from tasks.ingest.sample_data import write_sample_reviews
 
     base = pl.read_csv(
         write_sample_reviews(path.with_suffix(".base.csv"), rows=20_000, seed=seed),
@@ -85,8 +86,8 @@ def generate(path: Path, mb: int, seed: int = 0) -> Path:
 
 def run_ours(source: Path, workdir: Path) -> dict[str, float]:
     from tasks.config import IngestConfig, TokenizerConfig
-    from tasks.ingest import ingest
-    from tasks.tokenization import tokenize_snapshot
+    from tasks.ingest.snapshot import ingest
+    from tasks.tokenize.dataset import tokenize_snapshot
 
     started = time.perf_counter()
     snapshot = ingest(str(source), IngestConfig(), workdir / "snapshots")
@@ -171,7 +172,7 @@ def run_floor(source: Path, workdir: Path) -> dict[str, float]:
     """polars' tokenizer alone: the CSV's title + body → lowercase → tokens → categorical codes."""
     import polars as pl
 
-    from tasks.text import token_pattern
+    from tasks.tokenize.tokenizer import token_pattern
 
     started = time.perf_counter()
     workdir.mkdir(parents=True, exist_ok=True)

@@ -7,15 +7,16 @@ batch 32), in one process:
 - reference: Embedding(mask_zero=True) → GRU → Dense(softmax), loss
   ``sparse_categorical_crossentropy`` on probabilities, ``accuracy``, adam, default compile (no
   XLA), fed the padded windows as plain (x, y) batches;
-- ours: exactly the train step of ``tasks/train.py`` at the default ``TrainConfig``:
-  ``tasks.model.build_language_model`` (logits, no mask), ``tasks.train.compile_for_training``
-  (``tasks.fused_softmax``: the output layer and the exact cross-entropy fused in one op, the
+- ours: exactly the train step of ``tasks/train/fit.py`` at the default ``TrainConfig``:
+  ``tasks.train.model.build_language_model`` (logits, no mask),
+  ``tasks.train.fit.compile_for_training``
+  (``tasks.train.fused_softmax``: the output layer and the exact cross-entropy fused in one op, the
   bias folded into the product, the logits' gradient written once; products in bf16 with fp32
   accumulation where the CPU has ``amx_bf16``/``avx512_bf16`` (``precision=auto``), else fp32;
-  adam; ``jit_compile``), batches from ``tasks.train.make_dataset`` (windows batched by length
+  adam; ``jit_compile``), batches from ``tasks.train.fit.make_dataset`` (windows batched by length
   into ``buckets`` widths);
 - ours with the other precision forced (``train.precision``), and round 1's unfused step (the
-  Dense layer and ``tasks.softmax_loss``'s loss from logits, fp32);
+  Dense layer and ``tasks.train.softmax_loss``'s loss from logits, fp32);
 - without ``--core``, extra rows, one lever each: no length buckets; the unfused step with Keras'
   own loss and argmax accuracy, or with the Dense layer in ``mixed_bfloat16``;
   ``steps_per_execution=8``; batch 128.
@@ -23,7 +24,7 @@ batch 32), in one process:
 The CPU's name and its bf16 flags (from /proc/cpuinfo) are printed with the table.
 
 Data: reviews of random ids drawn from a Zipf-like distribution (id 1..vocab-1), lengths
-log-normal around 45 tokens clipped to 5..200, packed and cut by ``tasks.windows``
+log-normal around 45 tokens clipped to 5..200, packed and cut by ``tasks.train.windows``
 (``pack_sequences`` + ``make_windows``), shuffled once (seeded); every row trains on the same
 first ``steps × 32`` windows (ours in the batches its length buckets make; batch 128 takes a
 quarter of the steps).
@@ -33,7 +34,7 @@ one epoch that is not timed (XLA compiles one program per bucket width); then ea
 one ``model.fit(epochs=1)`` over the windows (what training does per epoch), in rounds ``reference,
 ours, extras…`` repeated ``--repeats`` times, plus a last reference round, so that drift hits both;
 the medians are reported. Real tokens/s counts only non-padding targets. The time is the epoch's,
-taken by ``tasks.train.TrainPhaseClock`` (the clock behind the run's ``train_tokens_per_s``), not
+taken by ``tasks.train.fit.TrainPhaseClock`` (behind the run's ``train_tokens_per_s``), not
 the whole ``fit`` call: after ``on_train_end`` a one-epoch ``fit`` here often idles up to ~10 s
 more before returning (whole-``fit`` times cluster at 10.2 and 20.5 s), while the tf.data iterator
 is torn down; with the datasets' AUTOTUNE turned off (``Options().autotune.enabled = False``) the
@@ -83,16 +84,16 @@ import numpy as np
 import tensorflow as tf
 
 from tasks.config import ModelConfig, TrainConfig
-from tasks.fused_softmax import cpu_flags, resolve_precision
-from tasks.model import build_language_model
-from tasks.train import (
+from tasks.train.fit import (
     JIT_COMPILE,
     TrainPhaseClock,
     compile_for_training,
     configured_model,
     make_dataset,
 )
-from tasks.windows import computed_positions, make_windows, pack_sequences
+from tasks.train.fused_softmax import cpu_flags, resolve_precision
+from tasks.train.model import build_language_model
+from tasks.train.windows import computed_positions, make_windows, pack_sequences
 
 VOCAB, EMBEDDING, UNITS, BATCH, MAX_LEN = 10_000, 64, 64, 32, 40
 SEED = 0
@@ -105,7 +106,8 @@ def flops_per_token(vocab: int = VOCAB, embedding: int = EMBEDDING, units: int =
 
 
 def make_reviews_windows(n_windows: int, seed: int = SEED) -> tuple[np.ndarray, np.ndarray]:
-    """`n_windows` shuffled (x, y) windows cut by `tasks.windows` from Zipf-distributed reviews."""
+    """`n_windows` shuffled (x, y) windows cut by `tasks.train.windows` from Zipf-distributed
+    reviews."""
     rng = np.random.default_rng(seed)
     ranks = np.arange(1, VOCAB, dtype=np.float64)
     probabilities = 1.0 / (ranks + 2.7) ** 1.07  # Zipf–Mandelbrot, close to English word counts
@@ -143,10 +145,11 @@ def our_model(
     fused: bool = True,
     model_cfg: ModelConfig | None = None,
 ) -> keras.Model:
-    """The model and compile of `tasks/train.py`; `fused=False`: round 1's step (the Dense layer
-    and `tasks.softmax_loss`); `keras_loss`: that step with Keras' own loss and argmax accuracy
-    instead of `tasks.softmax_loss` (the lever that module is). The model is the seed's layers
-    (untied, no dropout) unless `model_cfg` gives the pipeline's regularized default."""
+    """The model and compile of `tasks/train/fit.py`; `fused=False`: round 1's step (the Dense layer
+    and `tasks.train.softmax_loss`); `keras_loss`: that step with Keras' own loss and argmax
+    accuracy instead of `tasks.train.softmax_loss` (the lever that module is). The model is the
+    seed's layers (untied, no dropout) unless `model_cfg` gives the pipeline's regularized
+    default."""
     keras.utils.set_random_seed(SEED)
     if model_cfg is None:
         model = build_language_model(VOCAB, EMBEDDING, UNITS)
@@ -331,7 +334,7 @@ def main() -> None:
             ours_data(),
         ),
         Build(
-            "ours unfused (round 1: Dense + tasks.softmax_loss, fp32)",
+            "ours unfused (round 1: Dense + tasks.train.softmax_loss, fp32)",
             our_model(cfg, fused=False),
             ours_data(),
         ),

@@ -177,7 +177,7 @@ def run(
     ):
         overrides["ingest.rating_column"] = None
     from tasks.config import PipelineConfig
-    from tasks.sources import check_readable
+    from tasks.ingest.sources import check_readable
 
     pipeline_config = PipelineConfig.load(config, overrides, preset)
     if pipeline_config.ingest.data:  # a dead URL fails in seconds, before any server starts
@@ -250,7 +250,7 @@ def _human_summary(summary: dict[str, Any]) -> str:
 
 def _model_uri(model: str | None, model_name: str) -> str:
     from tasks import tracking
-    from tasks.predict import default_model_uri
+    from tasks.serve.predict import default_model_uri
 
     tracking.configure_mlflow()
     return model or default_model_uri(model_name)
@@ -267,7 +267,7 @@ def predict(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """The most probable next words after TEXT, most probable first."""
-    from tasks.predict import load_model, next_words
+    from tasks.serve.predict import load_model, next_words
 
     with _bad_input_exits_2(), _model_missing_exits_2():
         candidates = next_words(load_model(_model_uri(model, model_name)), text, top_k)
@@ -288,8 +288,8 @@ def generate(
     model_name: Annotated[str, typer.Option(help="Registered model name.")] = "reviewgru",
 ) -> None:
     """Continue TEXT with WORDS sampled words."""
-    from tasks.predict import generate as generate_text
-    from tasks.predict import load_model
+    from tasks.serve.predict import generate as generate_text
+    from tasks.serve.predict import load_model
 
     with _bad_input_exits_2(), _model_missing_exits_2():
         loaded = load_model(_model_uri(model, model_name))
@@ -344,7 +344,7 @@ def score(
         uri = _model_uri(model, model_name)
         with contextlib.redirect_stdout(sys.stderr):
             from flows.score import score as score_flow
-            from tasks.score import Mode
+            from tasks.serve.batch import Mode
 
             summary = score_flow(data, out, uri, cast(Mode, mode), top_k, config)
     if as_json:
@@ -409,7 +409,7 @@ def compare(
 ) -> None:
     """The registered versions side by side: aliases, metrics, baselines, data, gate decision."""
     from tasks import run_liveness, tracking
-    from tasks.versions import compare_versions, perplexity_chart
+    from tasks.registry.versions import compare_versions, perplexity_chart
 
     tracking.configure_mlflow()
     run_liveness.fail_dead_runs(model_name)  # no run of a killed process shows as running
@@ -473,7 +473,7 @@ def history(
     from mlflow.tracking import MlflowClient
 
     from tasks import tracking
-    from tasks.history import history_rows, read_history
+    from tasks.registry.history import history_rows, read_history
 
     tracking.configure_mlflow()
     with _model_missing_exits_2():
@@ -501,7 +501,7 @@ def rollback(
     from mlflow.tracking import MlflowClient
 
     from tasks import tracking
-    from tasks.history import rollback as move_champion_back
+    from tasks.registry.history import rollback as move_champion_back
 
     tracking.configure_mlflow()
     with _bad_input_exits_2(), _model_missing_exits_2():
@@ -516,7 +516,7 @@ def sample_data(
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
 ) -> None:
     """Write the synthetic demo reviews in the Amazon review CSV layout."""
-    from tasks.sample_data import write_sample_reviews
+    from tasks.ingest.sample_data import write_sample_reviews
 
     typer.echo(str(write_sample_reviews(out, rows=rows, seed=seed)))
 

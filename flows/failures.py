@@ -90,7 +90,7 @@ def explain(error: BaseException) -> tuple[str, int]:
             )
     if isinstance(error, InputError):
         return str(error), EXIT_BAD_INPUT
-    if type(error).__name__ == "SourceUnavailable":  # tasks.sources: its message says it all
+    if type(error).__name__ == "SourceUnavailable":  # tasks.ingest.sources: its message says it all
         return str(error), EXIT_FAILED
     if isinstance(error, ValidationError):
         first = error.errors()[0]

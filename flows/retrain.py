@@ -29,15 +29,15 @@ from flows import events
 from flows.sharded import tokenize_on_dask
 from tasks import run_liveness, tracking
 from tasks.config import STAGES, PipelineConfig
-from tasks.data_report import champion_drift, data_report
-from tasks.evaluate import evaluate_task
-from tasks.gate import bigram_ratio, bigram_verdict
-from tasks.ingest import ingest_or_reuse
-from tasks.register import champion_version, find_registered, register_task
-from tasks.sample_data import demo_dataset
-from tasks.tokenization import tokenize_task
-from tasks.train import train_task
-from tasks.versions import version_metrics
+from tasks.evaluate.metrics import evaluate_task
+from tasks.ingest.sample_data import demo_dataset
+from tasks.ingest.snapshot import ingest_or_reuse
+from tasks.registry.gate import bigram_ratio, bigram_verdict
+from tasks.registry.register import champion_version, find_registered, register_task
+from tasks.registry.versions import version_metrics
+from tasks.tokenize.data_report import champion_drift, data_report
+from tasks.tokenize.dataset import tokenize_task
+from tasks.train.fit import train_task
 
 # The stages log through `logging.getLogger(__name__)` (so they run without Prefect); with
 # PREFECT_LOGGING_EXTRA_LOGGERS=tasks their INFO lines also land in the flow run's log.
@@ -61,7 +61,7 @@ class RunSummary(BaseModel):
     train_tokens_per_s: float | None = None
     resumed_from_epoch: int | None = None
     cached: bool = False
-    # Said plainly when the GRU loses to the bigram baseline (tasks/gate.py:bigram_verdict).
+    # Said plainly when the GRU loses to the bigram baseline (registry/gate.py:bigram_verdict).
     baseline_warning: str | None = None
 
 

@@ -9,8 +9,8 @@ from pydantic import BaseModel
 
 from tasks import tracking
 from tasks.config import PipelineConfig
-from tasks.ingest import ingest_task
-from tasks.score import Mode, score_task
+from tasks.ingest.snapshot import ingest_task
+from tasks.serve.batch import Mode, score_task
 
 
 class ScoreSummary(BaseModel):

@@ -1,6 +1,6 @@
 """Tokenization sharded over a Dask cluster (`--task-runner dask`), through prefect-dask.
 
-The shards' work is the same functions as the single-process run (`tasks/tokenization.py`), run
+The shards' work is the same functions as the single-process run (`tasks/tokenize/dataset.py`), run
 as Prefect tasks on Dask workers; the coordinator (vocabulary, manifest) runs in the flow. The
 workers read and write the work directory: on a remote cluster it must be shared storage.
 """
@@ -14,7 +14,7 @@ from prefect_dask import DaskTaskRunner
 
 from tasks.config import RunnerConfig, TokenizerConfig
 from tasks.records import Snapshot, TokenizedData
-from tasks.tokenization import map_as_tasks, tokenize_snapshot
+from tasks.tokenize.dataset import map_as_tasks, tokenize_snapshot
 
 
 @flow(name="tokenize-sharded")

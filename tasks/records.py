@@ -119,7 +119,8 @@ class Evaluation(_Record):
     metrics: dict[str, float]
     test_digest: str
     champion: ChampionScore | None
-    # Both models per test review, for the gate's bootstrap and slices (tasks/comparison.py).
+    # Both models per test review, for the gate's bootstrap and slices
+    # (tasks/evaluate/comparison.py).
     comparison_path: Path | None = None
     # Prompt, the challenger's and the champion's top next words.
     side_by_side: list[dict[str, str]] = []

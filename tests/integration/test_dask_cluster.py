@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.sample_data import write_sample_reviews
+from tasks.ingest.sample_data import write_sample_reviews
 from tests.integration.servers import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -8,9 +8,9 @@ import pytest
 
 from flows.sharded import tokenize_on_dask
 from tasks.config import IngestConfig, RunnerConfig, TokenizerConfig
-from tasks.ingest import ingest
-from tasks.sample_data import write_sample_reviews
-from tasks.tokenization import tokenize_snapshot
+from tasks.ingest.sample_data import write_sample_reviews
+from tasks.ingest.snapshot import ingest
+from tasks.tokenize.dataset import tokenize_snapshot
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -16,7 +16,7 @@ from prefect.exceptions import ObjectNotFound
 
 from flows.events import notify_automation
 from tasks.config import STAGES
-from tasks.sample_data import write_sample_reviews
+from tasks.ingest.sample_data import write_sample_reviews
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

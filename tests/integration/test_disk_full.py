@@ -10,10 +10,10 @@ import pytest
 
 from flows.failures import explain
 from tasks.config import IngestConfig, TokenizerConfig
-from tasks.ingest import ingest
-from tasks.sample_data import write_sample_reviews
-from tasks.text import write_bytes_atomically
-from tasks.tokenization import tokenize_snapshot
+from tasks.ingest.sample_data import write_sample_reviews
+from tasks.ingest.snapshot import ingest
+from tasks.tokenize.dataset import tokenize_snapshot
+from tasks.tokenize.tokenizer import write_bytes_atomically
 
 pytestmark = [pytest.mark.integration]
 
@@ -78,7 +78,7 @@ def test_the_cli_says_the_disk_is_full(tmp_path: Path, full_disk: Path, reviewgr
 
 def test_a_model_write_that_fills_the_disk_is_never_read(tmp_path: Path, full_disk: Path) -> None:
     from tasks.config import ModelConfig, TrainConfig
-    from tasks.train import train_model
+    from tasks.train.fit import train_model
     from tests.unit.test_train import toy_data
 
     data = toy_data(tmp_path)

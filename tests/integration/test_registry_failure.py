@@ -12,7 +12,7 @@ import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tasks.sample_data import write_sample_reviews
+from tasks.ingest.sample_data import write_sample_reviews
 from tests.integration.servers import free_port, wait_for_http
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

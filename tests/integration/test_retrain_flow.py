@@ -17,7 +17,7 @@ from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.client.schemas.objects import Artifact
 from prefect.events.filters import EventFilter, EventNameFilter
 
-from tasks.sample_data import write_sample_reviews
+from tasks.ingest.sample_data import write_sample_reviews
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

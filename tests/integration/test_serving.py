@@ -17,10 +17,10 @@ from mlflow.tracking import MlflowClient
 
 from tasks import tracking
 from tasks.config import PipelineConfig
-from tasks.model import build_language_model
 from tasks.records import Evaluation, TokenizedData, TrainedModel
-from tasks.register import register_model
-from tasks.text import Vocab
+from tasks.registry.register import register_model
+from tasks.tokenize.tokenizer import Vocab
+from tasks.train.model import build_language_model
 from tests.integration.servers import free_port, wait_for_http
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -18,9 +18,9 @@ import pytest
 from mlflow.tracking import MlflowClient
 from prefect import get_client
 
+from tasks.ingest.sample_data import write_sample_reviews
 from tasks.run_liveness import ENDED_TAG
-from tasks.sample_data import write_sample_reviews
-from tasks.train import BACKUP_METADATA
+from tasks.train.fit import BACKUP_METADATA
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -25,7 +25,7 @@ from prefect.client.schemas.filters import (
 )
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
-from tasks.sample_data import write_sample_reviews
+from tasks.ingest.sample_data import write_sample_reviews
 from tests.integration.servers import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -14,7 +14,7 @@ import polars as pl
 import pytest
 
 from tasks.config import IngestConfig
-from tasks.ingest import ingest
+from tasks.ingest.snapshot import ingest
 from tasks.records import InputError
 
 HEADER = "review_id,star_rating,review_title,review_body,language\n"

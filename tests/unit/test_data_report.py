@@ -5,11 +5,11 @@ import polars as pl
 import pytest
 
 from tasks.config import TokenizerConfig
-from tasks.data_report import data_report, drift
 from tasks.records import Snapshot
-from tasks.register import data_stats
-from tasks.text import Vocab
-from tasks.tokenization import tokenize_snapshot
+from tasks.registry.register import data_stats
+from tasks.tokenize.data_report import data_report, drift
+from tasks.tokenize.dataset import tokenize_snapshot
+from tasks.tokenize.tokenizer import Vocab
 
 
 def _tokenized(tmp_path: Path, name: str, texts: list[str]):

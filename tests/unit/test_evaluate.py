@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tasks.evaluate import (
+from tasks.evaluate.metrics import (
     baselines,
     bigram_perplexity,
     evaluate_ids,
@@ -19,8 +19,8 @@ from tasks.evaluate import (
     review_perplexities,
     unigram_perplexity,
 )
-from tasks.model import build_language_model
-from tasks.windows import pack_sequences
+from tasks.train.model import build_language_model
+from tasks.train.windows import pack_sequences
 
 # Ids 1..5 are words, 0 is padding.
 V = 6

@@ -18,9 +18,9 @@ import polars as pl
 import pytest
 
 from tasks.config import IngestConfig
-from tasks.ingest import ingest
+from tasks.ingest.snapshot import ingest
+from tasks.ingest.sources import detect_quoting
 from tasks.records import InputError
-from tasks.sources import detect_quoting
 
 REVIEWS = pl.DataFrame(
     {

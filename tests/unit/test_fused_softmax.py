@@ -11,14 +11,14 @@ import pytest
 import tensorflow as tf
 
 from tasks.config import TrainConfig
-from tasks.fused_softmax import (
+from tasks.train.fit import compile_for_training
+from tasks.train.fused_softmax import (
     FusedSoftmaxTraining,
     cpu_flags,
     fused_softmax_cross_entropy,
     resolve_precision,
 )
-from tasks.model import build_language_model
-from tasks.train import compile_for_training
+from tasks.train.model import build_language_model
 
 UNITS, VOCAB = 16, 300
 

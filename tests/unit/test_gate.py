@@ -5,9 +5,9 @@ import math
 import numpy as np
 import pytest
 
-from tasks.comparison import BOTH_KNOW, SAME_TARGETS, TargetScores, pair_scores
 from tasks.config import RegistryConfig
-from tasks.gate import (
+from tasks.evaluate.comparison import BOTH_KNOW, SAME_TARGETS, TargetScores, pair_scores
+from tasks.registry.gate import (
     ChampionEvidence,
     PairedScores,
     bigram_verdict,

@@ -4,15 +4,15 @@ from datetime import UTC, datetime, timedelta
 
 from mlflow.entities import Metric
 
-from tasks.history import (
+from tasks.registry.history import (
     AliasMove,
     comparable,
     history_rows,
     moves_from_tags,
     previous_champion,
 )
-from tasks.register import version_description
-from tasks.versions import latest_metrics
+from tasks.registry.register import version_description
+from tasks.registry.versions import latest_metrics
 
 T0 = datetime(2026, 11, 4, 3, 0, tzinfo=UTC)
 

@@ -8,9 +8,9 @@ import polars as pl
 import pytest
 
 from tasks.config import IngestConfig
-from tasks.ingest import _Seen, ingest
+from tasks.ingest.snapshot import _Seen, ingest
+from tasks.ingest.sources import read_ahead
 from tasks.records import InputError
-from tasks.sources import read_ahead
 
 HEADER = "review_id,star_rating,review_title,review_body,language\n"
 ROWS = [
@@ -204,7 +204,7 @@ def test_default_rating_column_absent_is_said_in_one_line(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     src = write(tmp_path / "r.csv", "review_title,review_body\na,b\nc,d\n")
-    with caplog.at_level(logging.INFO, logger="tasks.ingest"):
+    with caplog.at_level(logging.INFO, logger="tasks.ingest.snapshot"):
         snap = ingest(src, IngestConfig(), tmp_path / "out")
     assert pl.read_parquet(snap.path)["rating"].to_list() == [None, None]
     said = [r.getMessage() for r in caplog.records if "no rating column" in r.getMessage()]

@@ -12,11 +12,11 @@ import keras
 import pytest
 
 from tasks.config import PipelineConfig
-from tasks.evaluate import baselines, score_targets, summarize_targets
-from tasks.ingest import ingest
-from tasks.tokenization import tokenize_snapshot
-from tasks.train import train_model
-from tasks.windows import read_sequences
+from tasks.evaluate.metrics import baselines, score_targets, summarize_targets
+from tasks.ingest.snapshot import ingest
+from tasks.tokenize.dataset import tokenize_snapshot
+from tasks.train.fit import train_model
+from tasks.train.windows import read_sequences
 
 pytestmark = pytest.mark.slow
 

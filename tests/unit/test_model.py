@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 
-from tasks.model import build_language_model, next_word_probabilities
+from tasks.train.model import build_language_model, next_word_probabilities
 
 VOCAB = 23
 

@@ -9,9 +9,9 @@ from typing import ClassVar
 
 import pytest
 
-from tasks import sources
+from tasks.ingest import sources
+from tasks.ingest.sources import SourceUnavailable, check_readable, open_batches
 from tasks.records import InputError
-from tasks.sources import SourceUnavailable, check_readable, open_batches
 
 CSV = b"review_id,review_body\nR1,good kettle\nR2,bad lid\n"
 

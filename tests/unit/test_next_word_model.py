@@ -10,12 +10,12 @@ import polars as pl
 import pytest
 from mlflow.models import ModelSignature
 
-from tasks.model import build_language_model
-from tasks.next_word_model import INPUT_SCHEMA, OUTPUT_SCHEMA
-from tasks.predict import generate, next_words
-from tasks.register import MODEL_CODE, TASKS_DIR
-from tasks.score import next_word_table, write_table
-from tasks.text import Vocab
+from tasks.registry.register import MODEL_CODE, TASKS_DIR
+from tasks.serve.batch import next_word_table, write_table
+from tasks.serve.next_word_model import INPUT_SCHEMA, OUTPUT_SCHEMA
+from tasks.serve.predict import generate, next_words
+from tasks.tokenize.tokenizer import Vocab
+from tasks.train.model import build_language_model
 
 TOKENS = ["[PAD]", "[UNK]", "the", "blender", "is", "great", "."]
 

@@ -3,7 +3,7 @@
 import math
 
 from flows.events import outcome_tags
-from tasks.progress import epoch_row, markdown_table
+from tasks.train.progress import epoch_row, markdown_table
 
 
 def test_an_epoch_row_has_perplexity_speed_and_an_eta_from_the_mean_epoch() -> None:

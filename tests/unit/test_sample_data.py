@@ -3,7 +3,7 @@ import re
 from collections import Counter
 from pathlib import Path
 
-from tasks.sample_data import COLUMNS, write_sample_reviews
+from tasks.ingest.sample_data import COLUMNS, write_sample_reviews
 
 
 def _rows(path: Path) -> list[dict[str, str]]:

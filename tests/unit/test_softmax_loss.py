@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tasks.softmax_loss import SoftmaxCrossEntropy, TopOneAccuracy
+from tasks.train.softmax_loss import SoftmaxCrossEntropy, TopOneAccuracy
 
 
 @pytest.fixture

@@ -7,8 +7,15 @@ import polars as pl
 import pytest
 
 from tasks.config import TokenizerConfig
-from tasks.text import UNK_ID, Vocab, encode_texts, normalize_expr, tokenize_text, tokenize_texts
-from tasks.tokenization import splits_of, tokenize_snapshot
+from tasks.tokenize.dataset import splits_of, tokenize_snapshot
+from tasks.tokenize.tokenizer import (
+    UNK_ID,
+    Vocab,
+    encode_texts,
+    normalize_expr,
+    tokenize_text,
+    tokenize_texts,
+)
 
 
 def normalize(text: str, lowercase: bool = True) -> str:

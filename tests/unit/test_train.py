@@ -12,10 +12,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from tasks.config import ModelConfig, TrainConfig
-from tasks.evaluate import score_targets
+from tasks.evaluate.metrics import score_targets
 from tasks.records import InputError, TokenizedData, TrainedModel
-from tasks.train import distribution_strategy, make_dataset, train_model
-from tasks.windows import (
+from tasks.train.fit import distribution_strategy, make_dataset, train_model
+from tasks.train.windows import (
     bucket_widths,
     computed_positions,
     load_windows,

@@ -12,8 +12,8 @@ import pytest
 
 from tasks.config import ModelConfig, TrainConfig
 from tasks.records import TokenizedData
-from tasks.train import BACKUP_METADATA, BACKUP_WEIGHTS, make_dataset, train_model
-from tasks.windows import load_windows
+from tasks.train.fit import BACKUP_METADATA, BACKUP_WEIGHTS, make_dataset, train_model
+from tasks.train.windows import load_windows
 from tests.unit.test_train import toy_data
 
 MODEL = ModelConfig(embedding_dim=8, units=16)
@@ -64,7 +64,7 @@ def test_interrupted_fit_resumes_from_its_last_epoch(
 ) -> None:
     data, backup = interrupted
     out = _out_dir_with_backup(backup, tmp_path)
-    caplog.set_level(logging.INFO, logger="tasks.train")
+    caplog.set_level(logging.INFO, logger="tasks.train.fit")
 
     result = train_model(data, MODEL, TRAIN, out)
 

@@ -3,7 +3,7 @@
 
 Every data row ends up in exactly one place: the snapshot, the quarantine (with a reason and its
 original content) or the duplicate count, so ``rows_read == rows_ok + rows_quarantined +
-rows_duplicates``. Files are read in batches (`tasks/sources.py`) and written batch by batch, so
+rows_duplicates``. Files are read in batches (`sources.py`) and written batch by batch, so
 memory does not grow with the input; only the set of review ids seen (for de-duplication) does.
 
 Field counts: polars pads a short CSV row with empty strings, so in its output a short row looks
@@ -34,8 +34,7 @@ from prefect.states import State
 
 from tasks.config import IngestConfig
 from tasks.files import file_sha256
-from tasks.records import InputError, Snapshot
-from tasks.sources import (
+from tasks.ingest.sources import (
     CHUNK_BYTES,
     EXTRA,
     Batch,
@@ -45,7 +44,8 @@ from tasks.sources import (
     open_batches,
     read_ahead,
 )
-from tasks.text import HTML_TAG
+from tasks.records import InputError, Snapshot
+from tasks.tokenize.tokenizer import HTML_TAG
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """The registered model: raw review text in, next-word candidates out.
 
 MLflow loads this file as "model from code" (no pickle): `load_context` reads the Keras model and
-`vocab.json` shipped as artifacts, and the text goes through `tasks.tokenization` — the same
+`vocab.json` shipped as artifacts, and the text goes through `tasks.tokenize.dataset` — the same
 normalization and tokenizer that built the training data, shipped with the model via `code_paths`.
 """
 
@@ -17,7 +17,7 @@ from mlflow.pyfunc import PythonModel
 from mlflow.types import ColSpec, DataType, Schema
 from mlflow.types.schema import Array, Object, Property
 
-from tasks.text import Vocab, encode_texts
+from tasks.tokenize.tokenizer import Vocab, encode_texts
 
 DEFAULT_TOP_K = 5
 SPECIAL_IDS = (0, 1)  # [PAD] and [UNK] are never suggested
@@ -33,7 +33,7 @@ OUTPUT_SCHEMA = Schema([ColSpec(DataType.string, "text"), ColSpec(Array(CANDIDAT
 
 def next_word_distribution(model: Any, vocab: Vocab, texts: list[str]) -> np.ndarray:
     """P(next word | text) over the whole vocabulary, one row per text (rows sum to 1)."""
-    from tasks.model import next_word_probabilities
+    from tasks.train.model import next_word_probabilities
 
     sequences = encode_texts(texts, vocab)
     empty = [text for text, ids in zip(texts, sequences, strict=True) if len(ids) == 0]
@@ -66,7 +66,7 @@ def top_next_words(
 
 class NextWordModel(PythonModel):
     def load_context(self, context: Any) -> None:
-        from tasks.model import load_language_model
+        from tasks.train.model import load_language_model
 
         self.model = load_language_model(context.artifacts["keras_model"])
         self.vocab = Vocab.load(Path(context.artifacts["vocab"]))

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from tasks.gate import GateDecision
 from tasks.records import Evaluation, Registration
+from tasks.registry.gate import GateDecision
 
 
 def slice_rows(decision: GateDecision) -> list[dict[str, str]]:

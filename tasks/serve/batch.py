@@ -17,13 +17,13 @@ import keras
 import polars as pl
 from prefect import task
 
-from tasks.evaluate import review_perplexities
-from tasks.model import load_language_model
-from tasks.next_word_model import top_next_words
+from tasks.evaluate.metrics import review_perplexities
 from tasks.records import InputError, Snapshot
-from tasks.register import download_model_files
-from tasks.text import Vocab, encode_texts
-from tasks.windows import pack_sequences
+from tasks.registry.register import download_model_files
+from tasks.serve.next_word_model import top_next_words
+from tasks.tokenize.tokenizer import Vocab, encode_texts
+from tasks.train.model import load_language_model
+from tasks.train.windows import pack_sequences
 
 log = logging.getLogger(__name__)
 

@@ -18,14 +18,19 @@ from prefect import task
 
 from tasks import tracking
 from tasks.config import ModelConfig, PipelineConfig, TrainConfig
-from tasks.disk_space import RoomForBackup, ensure_room_for
-from tasks.fused_softmax import FusedSoftmaxTraining, resolve_precision
-from tasks.model import build_language_model
-from tasks.progress import EpochMetricsToMlflow, PrefectTrainingProgress
 from tasks.records import InputError, TokenizedData, TrainedModel
-from tasks.sampled_softmax import SampledSoftmaxTraining
-from tasks.softmax_loss import SoftmaxCrossEntropy, TopOneAccuracy
-from tasks.windows import batches_per_width, bucket_widths, computed_positions, load_windows
+from tasks.train.disk_space import RoomForBackup, ensure_room_for
+from tasks.train.fused_softmax import FusedSoftmaxTraining, resolve_precision
+from tasks.train.model import build_language_model
+from tasks.train.progress import EpochMetricsToMlflow, PrefectTrainingProgress
+from tasks.train.sampled_softmax import SampledSoftmaxTraining
+from tasks.train.softmax_loss import SoftmaxCrossEntropy, TopOneAccuracy
+from tasks.train.windows import (
+    batches_per_width,
+    bucket_widths,
+    computed_positions,
+    load_windows,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -175,9 +180,9 @@ def compile_for_training(
     fused: bool = True,
 ) -> keras.Model:
     """`model` compiled for training: the exact loss from logits through the fused output layer
-    (`tasks.fused_softmax`, products in `train_cfg.precision`), or a sampled-softmax trainer
+    (`tasks.train.fused_softmax`, products in `train_cfg.precision`), or a sampled-softmax trainer
     around it. Validation and metrics are the exact ones either way. `fused=False`: the plain
-    layers with the loss from `tasks.softmax_loss` (the previous design, a benchmark row).
+    layers with the loss from `tasks.train.softmax_loss` (the previous design, a benchmark row).
     `steps_per_epoch` paces the learning-rate schedule. (`steps_per_execution` > 1 is a lever
     benchmarks/train.py measures; it did not pay.)"""
     fitted = model
@@ -392,7 +397,7 @@ def _learning_curve_png(history: dict[str, list[float]], first_epoch: int, path:
 @task(name="train")
 def train_task(data: TokenizedData, config: PipelineConfig, run_id: str) -> TrainedModel:
     out_dir = config.workdir / "models" / f"{data.digest[:16]}-{config.digest('model', 'train')}"
-    # Every target token but each review's first (tasks/windows.py), for tokens/s per epoch.
+    # Every target token but each review's first (tasks/train/windows.py), for tokens/s per epoch.
     targets = data.tokens["train"] - data.reviews["train"]
     progress = PrefectTrainingProgress(config.train.epochs, targets)
     trained = train_model(

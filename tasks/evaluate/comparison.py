@@ -1,4 +1,5 @@
-"""Challenger and champion side by side on this run's test split, for the gate (tasks/gate.py).
+"""Challenger and champion side by side on this run's test split, for the gate
+(tasks/registry/gate.py).
 
 Per test review, each model's summed log-loss and target count (a small Parquet file the register
 stage reads back), the slices to compare them on (language, star rating), and each model's top
@@ -19,10 +20,10 @@ import pandas as pd
 import polars as pl
 import pyarrow.parquet as pq
 
-from tasks.gate import ChampionEvidence, PairedScores
-from tasks.next_word_model import top_next_words
 from tasks.records import ChampionScore
-from tasks.text import UNK_ID, Vocab, tokenize_texts, write_bytes_atomically
+from tasks.registry.gate import ChampionEvidence, PairedScores
+from tasks.serve.next_word_model import top_next_words
+from tasks.tokenize.tokenizer import UNK_ID, Vocab, tokenize_texts, write_bytes_atomically
 
 BOTH_KNOW = "on the same test reviews, words both vocabularies know"
 SAME_TARGETS = "on the same test reviews"

@@ -31,7 +31,7 @@ import tensorflow as tf
 from tensorflow.compiler.tf2xla.python import xla
 from tensorflow.compiler.xla import xla_data_pb2
 
-from tasks.softmax_loss import SoftmaxCrossEntropy, TopOneAccuracy
+from tasks.train.softmax_loss import SoftmaxCrossEntropy, TopOneAccuracy
 
 # CPU flags of native bfloat16 products: Intel AMX tiles, or AVX-512's bf16 dot product.
 BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")

@@ -6,7 +6,7 @@ The layers are the TensorFlow text-generation tutorial's, with two deliberate di
   (`next_word_probabilities`); training computes the loss from logits, so no B×T×V probability
   tensor is materialized beside the logits.
 - **No ``mask_zero``.** Batches are right-padded with id 0 and the padding targets get sample
-  weight 0 in the loss and metrics (see ``tasks/train.py``). A forward GRU's output at position t
+  weight 0 in the loss and metrics (see ``fit.py``). A forward GRU's output at position t
   depends only on positions ≤ t, so trailing padding cannot change the outputs at real positions:
   the result equals masking. Masking inside the GRU instead adds a ``tf.where`` per time step to
   the CPU ``while_loop`` and has been measured to slow training many times over (keras#14452).

@@ -1,6 +1,6 @@
 """Test metrics of a language model and the n-gram baselines it must beat, on the same targets.
 
-The targets are every token of every review except the review's first (see ``tasks/train.py``):
+The targets are every token of every review except the review's first (see ``tasks/train/fit.py``):
 the model sees them through the training windows, the baselines through (previous token, token)
 pairs. Sequences are (flat ids, offsets) pairs throughout, as read by ``read_sequences``.
 """
@@ -20,7 +20,8 @@ import tensorflow as tf
 from prefect import task
 
 from tasks import tracking
-from tasks.comparison import (
+from tasks.config import PipelineConfig
+from tasks.evaluate.comparison import (
     TargetScores,
     draw_prompts,
     log_side_by_side,
@@ -30,12 +31,11 @@ from tasks.comparison import (
     top_words,
     write_comparison,
 )
-from tasks.config import PipelineConfig
-from tasks.model import load_language_model
 from tasks.records import ChampionScore, Evaluation, TokenizedData, TrainedModel
-from tasks.register import champion_version, download_model_files
-from tasks.text import UNK_ID, Vocab, encode_texts
-from tasks.windows import (
+from tasks.registry.register import champion_version, download_model_files
+from tasks.tokenize.tokenizer import UNK_ID, Vocab, encode_texts
+from tasks.train.model import load_language_model
+from tasks.train.windows import (
     Sequences,
     make_windows,
     pack_sequences,

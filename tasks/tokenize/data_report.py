@@ -15,9 +15,9 @@ import pyarrow.parquet as pq
 from mlflow import MlflowClient
 
 from tasks.records import SPLITS, Drift, Snapshot, TokenizedData
-from tasks.register import DATA_STATS_TAG, champion_version, download_model_files
-from tasks.text import UNK_ID, Vocab, encode_texts
-from tasks.versions import logged_model_id
+from tasks.registry.register import DATA_STATS_TAG, champion_version, download_model_files
+from tasks.registry.versions import logged_model_id
+from tasks.tokenize.tokenizer import UNK_ID, Vocab, encode_texts
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from mlflow.tracking import MlflowClient
 from pydantic import BaseModel, ConfigDict
 
 from tasks.records import InputError
-from tasks.versions import version_metrics
+from tasks.registry.versions import version_metrics
 
 CHAMPION, CHALLENGER = "champion", "challenger"
 TAG_PREFIX = "alias."

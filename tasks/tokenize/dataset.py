@@ -28,7 +28,7 @@ from prefect.cache_policies import NO_CACHE
 from tasks.config import TokenizerConfig
 from tasks.files import file_sha256
 from tasks.records import SPLITS, Snapshot, TokenizedData
-from tasks.text import UNK_ID, Vocab, tokens_series, write_bytes_atomically
+from tasks.tokenize.tokenizer import UNK_ID, Vocab, tokens_series, write_bytes_atomically
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -84,7 +84,7 @@ def tokenize_frame(frame: pl.DataFrame, cfg: TokenizerConfig) -> pl.DataFrame:
         split,
         tokens.alias("tokens"),
         pl.when(split == "test").then(pl.col("text")).alias("text"),
-        # The gate compares models per star rating on the test split (tasks/gate.py).
+        # The gate compares models per star rating on the test split (tasks/registry/gate.py).
         pl.when(split == "test").then(pl.col("rating")).alias("rating"),
     )
 

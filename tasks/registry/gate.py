@@ -1,7 +1,7 @@
 """The gate: whether a challenger becomes champion, decided from plain numbers.
 
 No MLflow, no Keras: the evaluate stage hands over per-review sums of log-loss and target counts
-for both models on the same test reviews (see `tasks/comparison.py`), the baselines and the
+for both models on the same test reviews (see `tasks/evaluate/comparison.py`), the baselines and the
 config, and this module decides. The decision has three parts, all of which must pass:
 
 1. the challenger's test perplexity beats the `must_beat` baseline (on the same targets);

@@ -3,7 +3,7 @@
 Reviews are cut into windows of ``max_len + 1`` tokens with stride ``max_len``: consecutive windows
 share one token (the last target of one is the first input of the next), so every token of a review
 except its first is a target exactly once. Windows are right-padded with 0; padding targets get
-sample weight 0 in training and are skipped in evaluation (see ``tasks/model.py`` for why the model
+sample weight 0 in training and are skipped in evaluation (see ``model.py`` for why the model
 itself does not mask). Training batches windows of similar length and cuts each batch to a bucket
 width (`bucket_widths`), so that most of the padding is never computed.
 """

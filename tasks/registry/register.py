@@ -23,11 +23,12 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact
 
 from tasks import tracking
-from tasks.comparison import champion_evidence
 from tasks.config import PipelineConfig, RegistryConfig
-from tasks.gate import GateDecision, decide
-from tasks.gate_report import gate_markdown, slice_rows
-from tasks.history import (
+from tasks.evaluate.comparison import champion_evidence
+from tasks.records import Evaluation, Registration, TokenizedData, TrainedModel
+from tasks.registry.gate import GateDecision, decide
+from tasks.registry.gate_report import gate_markdown, slice_rows
+from tasks.registry.history import (
     CHALLENGER,
     CHAMPION,
     GATE_CHAMPION_TAG,
@@ -35,19 +36,18 @@ from tasks.history import (
     move_alias,
     read_history,
 )
-from tasks.next_word_model import INPUT_SCHEMA, OUTPUT_SCHEMA
-from tasks.records import Evaluation, Registration, TokenizedData, TrainedModel
-from tasks.versions import TEST_DATASET, compare_versions, perplexity_chart
+from tasks.registry.versions import TEST_DATASET, compare_versions, perplexity_chart
+from tasks.serve.next_word_model import INPUT_SCHEMA, OUTPUT_SCHEMA
 
 log = logging.getLogger(__name__)
 
-TASKS_DIR = Path(__file__).parent
-MODEL_CODE = TASKS_DIR / "next_word_model.py"
+TASKS_DIR = Path(__file__).parents[1]
+MODEL_CODE = TASKS_DIR / "serve" / "next_word_model.py"
 SERVING_REQUIREMENTS = ("mlflow", "tensorflow", "keras", "polars", "pandas", "numpy", "pydantic")
 
 
 def gate_decision(evaluation: Evaluation, rules: RegistryConfig) -> GateDecision:
-    """The gate (tasks/gate.py) on this run's evaluation."""
+    """The gate (tasks/registry/gate.py) on this run's evaluation."""
     champion = None
     if evaluation.champion is not None:
         if evaluation.comparison_path is None:
