@@ -22,10 +22,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import keras
 
 from tasks.config import PipelineConfig
-from tasks.evaluate.metrics import score_targets, summarize_targets
+from tasks.evaluate.metrics import summarize_targets
 from tasks.ingest.snapshot import ingest
 from tasks.tokenize.dataset import tokenize_snapshot
 from tasks.train.fit import train_model
+from tasks.train.scoring import score_targets
 from tasks.train.windows import read_sequences
 from tests.unit.test_learning import _reviews_with_rare_words
 

@@ -32,8 +32,9 @@ from tasks.config import STAGES, PipelineConfig
 from tasks.evaluate.metrics import evaluate_task
 from tasks.ingest.sample_data import demo_dataset
 from tasks.ingest.snapshot import ingest_or_reuse
+from tasks.registry.champion import champion_version, resolve_champion
 from tasks.registry.gate import bigram_ratio, bigram_verdict
-from tasks.registry.register import champion_version, find_registered, register_task
+from tasks.registry.register import find_registered, register_task
 from tasks.registry.versions import version_metrics
 from tasks.tokenize.data_report import champion_drift, data_report
 from tasks.tokenize.dataset import tokenize_task
@@ -148,9 +149,11 @@ def _run_stages(
     summary.tokens = dict(data.tokens)
     summary.data_digest = data.digest  # as the version's data.digest tag and `compare`
     tracking.configure_mlflow()
+    # Resolved once: the data report and evaluate compare against the same downloaded files.
+    champion = resolve_champion(config.registry.model_name, workdir / "champions")
     create_table_artifact(
         key="reviewgru-data-report",
-        table=data_report(snapshot, data, champion_drift(config.registry.model_name, data)),
+        table=data_report(snapshot, data, champion_drift(champion, data)),
         description=f"Snapshot {snapshot.digest}, tokenized data {data.digest[:16]}",
     )
     if not config.runs_stage("train"):
@@ -171,11 +174,11 @@ def _run_stages(
         summary.resumed_from_epoch = trained.resumed_from_epoch
         if config.runs_stage("evaluate"):
             with _timed(timings, "evaluate"):
-                evaluation = evaluate_task(trained, data, config, run_id)
-            champion = evaluation.champion
+                evaluation = evaluate_task(trained, data, config, run_id, champion)
+            rescored = evaluation.champion
             summary.metrics = {
                 **{key: evaluation.metrics[key] for key in _METRIC_KEYS},
-                "champion_perplexity": champion.perplexity if champion else None,
+                "champion_perplexity": rescored.perplexity if rescored else None,
             }
             summary.baseline_warning = bigram_verdict(evaluation.metrics, data.tokens["train"])
             if config.runs_stage("register"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 from prefect import flow
@@ -10,6 +11,7 @@ from pydantic import BaseModel
 from tasks import tracking
 from tasks.config import PipelineConfig
 from tasks.ingest.snapshot import ingest_task
+from tasks.registry.champion import download_model_files
 from tasks.serve.batch import Mode, score_task
 
 
@@ -34,7 +36,9 @@ def score(
     config = config or PipelineConfig()
     tracking.configure_mlflow()
     snapshot = ingest_task(source, config.ingest, config.workdir / "snapshots")
-    written = score_task(snapshot, model_uri, mode, out, top_k, config.train.max_len)
+    with tempfile.TemporaryDirectory(prefix="reviewgru-score-") as tmp:
+        files = download_model_files(model_uri, Path(tmp))
+        written = score_task(snapshot, files, mode, out, top_k, config.train.max_len)
     return ScoreSummary(
         model_uri=model_uri,
         mode=mode,

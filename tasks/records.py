@@ -6,10 +6,15 @@ Prefect persists, caches and displays them; every stage can be run and tested al
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
 SPLITS = ("train", "val", "test")
+
+# An HTML tag, as the tokenizer removes it; ingest's empty-text rule must agree with it (a review of
+# tags only has no words), and ingest may not import the tokenize stage, so it lives here.
+HTML_TAG = r"(?i)</?[a-z][a-z0-9]*\b[^<>]*>"
 
 
 class InputError(ValueError):
@@ -100,6 +105,18 @@ class Drift(_Record):
             ("train tokens per review, median", change(*self.median_length)),
             ("train tokens per review, p90", change(*self.p90_length)),
         ]
+
+
+class Champion(_Record):
+    """The registered champion, resolved once per run: its files downloaded to local paths."""
+
+    model_name: str
+    version: str
+    keras_path: Path
+    vocab_path: Path
+    # Its training data's sizes and lengths (the `data.stats` tag); None on versions registered
+    # before the tag existed: no drift report then.
+    data_stats: dict[str, Any] | None = None
 
 
 class ChampionScore(_Record):

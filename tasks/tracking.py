@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import mlflow
+import pandas as pd
 from mlflow.data.meta_dataset import MetaDataset
 from mlflow.data.sources import LocalArtifactDatasetSource  # type: ignore[attr-defined]  # made at import
 from mlflow.entities import DatasetInput, InputTag, Metric, Param, RunStatus
@@ -127,3 +128,9 @@ def log_tokenized_inputs(run_id: str, data: TokenizedData) -> None:
             )
         )
     MlflowClient().log_inputs(run_id, datasets=inputs)
+
+
+def log_side_by_side(run_id: str, rows: list[dict[str, str]]) -> None:
+    """The rows as an MLflow table on the run (the Evaluation tab can compare runs by it)."""
+    if rows:
+        mlflow.log_table(pd.DataFrame(rows), artifact_file="gate/side_by_side.json", run_id=run_id)

@@ -10,24 +10,67 @@ from __future__ import annotations
 
 import hashlib
 import io
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import mlflow
 import numpy as np
-import pandas as pd
 import polars as pl
 import pyarrow.parquet as pq
 
-from tasks.records import ChampionScore
-from tasks.registry.gate import ChampionEvidence, PairedScores
-from tasks.serve.next_word_model import top_next_words
 from tasks.tokenize.tokenizer import UNK_ID, Vocab, tokenize_texts, write_bytes_atomically
+from tasks.train.scoring import top_next_words
 
 BOTH_KNOW = "on the same test reviews, words both vocabularies know"
 SAME_TARGETS = "on the same test reviews"
 OWN_TOKENIZATION = "on the same test reviews, each tokenized its own way"
+
+
+@dataclass(frozen=True)
+class PairedScores:
+    """Per test review, each model's summed natural-log loss and its number of targets.
+
+    Both models see the same reviews; the targets may differ (the vocabulary-aware comparison
+    keeps only words both vocabularies know), hence a count per model.
+    """
+
+    challenger_loss: np.ndarray
+    challenger_targets: np.ndarray
+    champion_loss: np.ndarray
+    champion_targets: np.ndarray
+
+    def __post_init__(self) -> None:
+        lengths = {len(a) for a in self.arrays()}
+        if len(lengths) != 1:
+            raise ValueError(f"paired arrays differ in length: {sorted(lengths)}")
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        return (
+            self.challenger_loss,
+            self.challenger_targets,
+            self.champion_loss,
+            self.champion_targets,
+        )
+
+    def subset(self, mask: np.ndarray) -> PairedScores:
+        return PairedScores(*(a[mask] for a in self.arrays()))
+
+    @property
+    def targets(self) -> int:
+        return int(self.challenger_targets.sum())
+
+    def perplexities(self) -> tuple[float, float]:
+        """(challenger, champion) perplexity over these reviews."""
+        return (
+            math.exp(self.challenger_loss.sum() / self.challenger_targets.sum()),
+            math.exp(self.champion_loss.sum() / self.champion_targets.sum()),
+        )
+
+    def relative_change(self) -> float:
+        """Challenger perplexity / champion perplexity − 1: negative is an improvement."""
+        ours, theirs = self.perplexities()
+        return ours / theirs - 1.0
 
 
 @dataclass(frozen=True)
@@ -150,21 +193,3 @@ def side_by_side(
         {"prompt": prompt, "challenger": ours, "champion": their}
         for prompt, ours, their in zip(prompts, challenger, theirs, strict=True)
     ]
-
-
-def log_side_by_side(run_id: str, rows: list[dict[str, str]]) -> None:
-    """The rows as an MLflow table on the run (the Evaluation tab can compare runs by it)."""
-    if rows:
-        mlflow.log_table(pd.DataFrame(rows), artifact_file="gate/side_by_side.json", run_id=run_id)
-
-
-def champion_evidence(champion: ChampionScore, comparison_path: Path) -> ChampionEvidence:
-    """What the gate needs about the champion, read back from the evaluate stage's file."""
-    scores, labels = read_comparison(comparison_path)
-    if champion.same_vocabulary:
-        where = SAME_TARGETS
-    elif champion.shared_perplexity is not None:
-        where = BOTH_KNOW
-    else:
-        where = OWN_TOKENIZATION
-    return ChampionEvidence(champion.version, scores, labels, where)

@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import logging
 import math
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import keras
 import numpy as np
 import pyarrow.parquet as pq
-import tensorflow as tf
 from prefect import task
 
 from tasks import tracking
@@ -24,24 +22,17 @@ from tasks.config import PipelineConfig
 from tasks.evaluate.comparison import (
     TargetScores,
     draw_prompts,
-    log_side_by_side,
     pair_scores,
     side_by_side,
     slice_labels,
     top_words,
     write_comparison,
 )
-from tasks.records import ChampionScore, Evaluation, TokenizedData, TrainedModel
-from tasks.registry.register import champion_version, download_model_files
+from tasks.records import Champion, ChampionScore, Evaluation, TokenizedData, TrainedModel
 from tasks.tokenize.tokenizer import UNK_ID, Vocab, encode_texts
 from tasks.train.model import load_language_model
-from tasks.train.windows import (
-    Sequences,
-    make_windows,
-    pack_sequences,
-    read_sequences,
-    window_owners,
-)
+from tasks.train.scoring import score_targets
+from tasks.train.windows import Sequences, pack_sequences, read_sequences
 
 logger = logging.getLogger(__name__)
 
@@ -91,51 +82,6 @@ def summarize_targets(targets: np.ndarray, nll: np.ndarray, rank: np.ndarray) ->
         metrics |= _summarize(nll[known], rank[known], "test_known")
     metrics["test_oov_rate"] = 1.0 - float(known.mean())
     return metrics
-
-
-def review_perplexities(
-    model: keras.Model, sequences: Sequences, max_len: int, batch_size: int = 64
-) -> tuple[np.ndarray, np.ndarray]:
-    """Per review: perplexity of its non-first tokens (nan when it has none), and their count."""
-    _, owner, nll, _ = score_targets(model, sequences, max_len, batch_size)
-    reviews = len(sequences[1]) - 1
-    tokens = np.bincount(owner, minlength=reviews)
-    total = np.bincount(owner, weights=nll, minlength=reviews)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.exp(total / tokens), tokens
-
-
-def score_targets(
-    model: keras.Model, sequences: Sequences, max_len: int, batch_size: int = 64
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Every non-first token of every review: its id, its review, its NLL and its logit rank.
-
-    The logits of a batch take B × max_len × V floats: at vocab 10000, max_len 40, 64 windows
-    peak ≈ +0.4 GB and run faster than 256 (≈ +1.3 GB).
-    """
-    x, y = make_windows(sequences, max_len)
-    owners = window_owners(sequences, max_len)
-
-    # Reduce each batch's logits to two numbers per position inside the graph: no B×T×V softmax
-    # is returned or kept. (XLA measured no faster and no smaller here.)
-    @tf.function
-    def score(xb: tf.Tensor, yb: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        logits = tf.cast(model(xb, training=False), tf.float32)
-        target = tf.gather(logits, yb, batch_dims=2)
-        nll = tf.reduce_logsumexp(logits, axis=-1) - target
-        rank = tf.reduce_sum(tf.cast(logits > target[..., None], tf.int32), axis=-1)
-        return nll, rank
-
-    nlls, ranks = [np.zeros(0)], [np.zeros(0, dtype=np.int32)]
-    for start in range(0, len(x), batch_size):
-        yb = y[start : start + batch_size]
-        nll, rank = score(tf.constant(x[start : start + batch_size]), tf.constant(yb))
-        real = yb != 0
-        nlls.append(nll.numpy()[real].astype(np.float64))
-        ranks.append(rank.numpy()[real])
-    real = y != 0
-    target_owner = np.repeat(owners, np.count_nonzero(real, axis=1))
-    return y[real], target_owner, np.concatenate(nlls), np.concatenate(ranks)
 
 
 def _summarize(nll: np.ndarray, rank: np.ndarray, prefix: str) -> dict[str, float]:
@@ -230,14 +176,14 @@ class ChampionRun:
 
 
 def score_champion(
-    model_name: str,
+    champion: Champion,
     test_path: Path,
     max_len: int,
     vocab: Vocab,
     ours: TargetScores,
     prompts: list[str],
     top_k: int,
-) -> ChampionRun | None:
+) -> ChampionRun:
     """The champion on this test split, tokenized with the champion's own vocabulary.
 
     Scoring its ids under our vocabulary would compare different events; re-encoding the same
@@ -245,17 +191,13 @@ def score_champion(
     both models are also scored on the targets that both know (`ours`: our per-target scores):
     a vocabulary with more "[UNK]" would otherwise look better than it is.
     """
-    version = champion_version(model_name)
-    if version is None:
-        return None
-    with tempfile.TemporaryDirectory(prefix="reviewgru-champion-") as tmp:
-        keras_path, vocab_path = download_model_files(f"models:/{model_name}/{version}", Path(tmp))
-        champion_vocab = Vocab.load(vocab_path)
-        texts = pq.read_table(test_path, columns=["text"]).column("text").to_pylist()
-        sequences = pack_sequences(encode_texts(texts, champion_vocab))
-        model = load_language_model(keras_path)
-        theirs, their_owner, their_nll, _ = score_targets(model, sequences, max_len)
-        their_top = top_words(model, champion_vocab, prompts, top_k)
+    champion_vocab = Vocab.load(champion.vocab_path)
+    texts = pq.read_table(test_path, columns=["text"]).column("text").to_pylist()
+    sequences = pack_sequences(encode_texts(texts, champion_vocab))
+    model = load_language_model(champion.keras_path)
+    theirs, their_owner, their_nll, _ = score_targets(model, sequences, max_len)
+    their_top = top_words(model, champion_vocab, prompts, top_k)
+    version = champion.version
     score = ChampionScore(
         version=version,
         perplexity=math.exp(float(their_nll.mean())),
@@ -275,7 +217,7 @@ def score_champion(
 
 
 def evaluate_model(
-    trained: TrainedModel, data: TokenizedData, config: PipelineConfig
+    trained: TrainedModel, data: TokenizedData, config: PipelineConfig, champion: Champion | None
 ) -> Evaluation:
     """Test metrics, baselines, the champion on the same reviews, and the prompts side by side."""
     test_path, max_len, rules = data.split_path("test"), config.train.max_len, config.registry
@@ -287,10 +229,11 @@ def evaluate_model(
     vocab = Vocab.load(data.vocab_path)
     prompts = rules.prompts or draw_prompts(test_path, rules.prompt_count, rules.prompt_words)
     ours = TargetScores(targets, owner, nll)
-    champion_run = score_champion(
-        rules.model_name, test_path, max_len, vocab, ours, prompts, rules.prompt_top_k
-    )
-    champion = champion_run.score if champion_run else None
+    champion_run = None
+    if champion is not None:
+        champion_run = score_champion(
+            champion, test_path, max_len, vocab, ours, prompts, rules.prompt_top_k
+        )
     comparison = None
     if champion_run is not None:
         paired, _ = pair_scores(
@@ -309,7 +252,7 @@ def evaluate_model(
     return Evaluation(
         metrics=metrics,
         test_digest=tracking.file_digest(test_path),
-        champion=champion,
+        champion=champion_run.score if champion_run else None,
         comparison_path=comparison,
         side_by_side=rows,
     )
@@ -317,16 +260,20 @@ def evaluate_model(
 
 @task(name="evaluate")
 def evaluate_task(
-    trained: TrainedModel, data: TokenizedData, config: PipelineConfig, run_id: str
+    trained: TrainedModel,
+    data: TokenizedData,
+    config: PipelineConfig,
+    run_id: str,
+    champion: Champion | None = None,
 ) -> Evaluation:
-    evaluation = evaluate_model(trained, data, config)
-    log_side_by_side(run_id, evaluation.side_by_side)
+    evaluation = evaluate_model(trained, data, config, champion)
+    tracking.log_side_by_side(run_id, evaluation.side_by_side)
     logged = dict(evaluation.metrics)
-    champion = evaluation.champion
-    if champion is not None:
-        logged["champion_perplexity"] = champion.perplexity
-        if champion.shared_perplexity is not None:
-            logged["champion_shared_perplexity"] = champion.shared_perplexity
-            logged["challenger_shared_perplexity"] = champion.challenger_shared_perplexity or 0.0
+    rescored = evaluation.champion
+    if rescored is not None:
+        logged["champion_perplexity"] = rescored.perplexity
+        if rescored.shared_perplexity is not None:
+            logged["champion_shared_perplexity"] = rescored.shared_perplexity
+            logged["challenger_shared_perplexity"] = rescored.challenger_shared_perplexity or 0.0
     tracking.log_metrics(run_id, logged)
     return evaluation

@@ -44,8 +44,7 @@ from tasks.ingest.sources import (
     open_batches,
     read_ahead,
 )
-from tasks.records import InputError, Snapshot
-from tasks.tokenize.tokenizer import HTML_TAG
+from tasks.records import HTML_TAG, InputError, Snapshot
 
 log = logging.getLogger(__name__)
 

@@ -20,55 +20,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from tasks.config import RegistryConfig
+from tasks.evaluate.comparison import PairedScores
 
 # Bootstrap resamples are drawn in chunks of at most this many indices (≈ 32 MB of int64).
 _CHUNK_INDICES = 4_000_000
-
-
-@dataclass(frozen=True)
-class PairedScores:
-    """Per test review, each model's summed natural-log loss and its number of targets.
-
-    Both models see the same reviews; the targets may differ (the vocabulary-aware comparison
-    keeps only words both vocabularies know), hence a count per model.
-    """
-
-    challenger_loss: np.ndarray
-    challenger_targets: np.ndarray
-    champion_loss: np.ndarray
-    champion_targets: np.ndarray
-
-    def __post_init__(self) -> None:
-        lengths = {len(a) for a in self.arrays()}
-        if len(lengths) != 1:
-            raise ValueError(f"paired arrays differ in length: {sorted(lengths)}")
-
-    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        return (
-            self.challenger_loss,
-            self.challenger_targets,
-            self.champion_loss,
-            self.champion_targets,
-        )
-
-    def subset(self, mask: np.ndarray) -> PairedScores:
-        return PairedScores(*(a[mask] for a in self.arrays()))
-
-    @property
-    def targets(self) -> int:
-        return int(self.challenger_targets.sum())
-
-    def perplexities(self) -> tuple[float, float]:
-        """(challenger, champion) perplexity over these reviews."""
-        return (
-            math.exp(self.challenger_loss.sum() / self.challenger_targets.sum()),
-            math.exp(self.champion_loss.sum() / self.champion_targets.sum()),
-        )
-
-    def relative_change(self) -> float:
-        """Challenger perplexity / champion perplexity − 1: negative is an improvement."""
-        ours, theirs = self.perplexities()
-        return ours / theirs - 1.0
 
 
 @dataclass(frozen=True)

@@ -24,9 +24,10 @@ from prefect.artifacts import create_markdown_artifact
 
 from tasks import tracking
 from tasks.config import PipelineConfig, RegistryConfig
-from tasks.evaluate.comparison import champion_evidence
-from tasks.records import Evaluation, Registration, TokenizedData, TrainedModel
-from tasks.registry.gate import GateDecision, decide
+from tasks.evaluate.comparison import BOTH_KNOW, OWN_TOKENIZATION, SAME_TARGETS, read_comparison
+from tasks.records import ChampionScore, Evaluation, Registration, TokenizedData, TrainedModel
+from tasks.registry.champion import DATA_STATS_TAG
+from tasks.registry.gate import ChampionEvidence, GateDecision, decide
 from tasks.registry.gate_report import gate_markdown, slice_rows
 from tasks.registry.history import (
     CHALLENGER,
@@ -44,6 +45,18 @@ log = logging.getLogger(__name__)
 TASKS_DIR = Path(__file__).parents[1]
 MODEL_CODE = TASKS_DIR / "serve" / "next_word_model.py"
 SERVING_REQUIREMENTS = ("mlflow", "tensorflow", "keras", "polars", "pandas", "numpy", "pydantic")
+
+
+def champion_evidence(champion: ChampionScore, comparison_path: Path) -> ChampionEvidence:
+    """What the gate needs about the champion, read back from the evaluate stage's file."""
+    scores, labels = read_comparison(comparison_path)
+    if champion.same_vocabulary:
+        where = SAME_TARGETS
+    elif champion.shared_perplexity is not None:
+        where = BOTH_KNOW
+    else:
+        where = OWN_TOKENIZATION
+    return ChampionEvidence(champion.version, scores, labels, where)
 
 
 def gate_decision(evaluation: Evaluation, rules: RegistryConfig) -> GateDecision:
@@ -69,19 +82,6 @@ def find_registered(model_name: str, training_digest: str) -> ModelVersion | Non
     return max(versions, key=lambda v: int(v.version), default=None)
 
 
-def champion_version(model_name: str) -> str | None:
-    try:
-        return str(MlflowClient().get_model_version_by_alias(model_name, CHAMPION).version)
-    except MlflowException:
-        return None
-
-
-def download_model_files(model_uri: str, dst: Path) -> tuple[Path, Path]:
-    """A registered model's Keras file and vocab.json, downloaded from its artifacts."""
-    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=str(dst)))
-    return local / "artifacts" / "model.keras", local / "artifacts" / "vocab.json"
-
-
 def _git_commit() -> str:
     try:
         result = subprocess.run(
@@ -90,9 +90,6 @@ def _git_commit() -> str:
     except OSError:
         return "unknown"
     return result.stdout.strip() or "unknown"
-
-
-DATA_STATS_TAG = "data.stats"
 
 
 def data_stats(data: TokenizedData) -> str:

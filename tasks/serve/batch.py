@@ -17,12 +17,10 @@ import keras
 import polars as pl
 from prefect import task
 
-from tasks.evaluate.metrics import review_perplexities
 from tasks.records import InputError, Snapshot
-from tasks.registry.register import download_model_files
-from tasks.serve.next_word_model import top_next_words
 from tasks.tokenize.tokenizer import Vocab, encode_texts
 from tasks.train.model import load_language_model
+from tasks.train.scoring import review_perplexities, top_next_words
 from tasks.train.windows import pack_sequences
 
 log = logging.getLogger(__name__)
@@ -30,11 +28,6 @@ log = logging.getLogger(__name__)
 Mode = Literal["next", "perplexity"]
 BATCH_REVIEWS = 256
 CANDIDATE = pl.Struct({"word": pl.String, "p": pl.Float64})
-
-
-def _load(model_uri: str, dst: Path) -> tuple[keras.Model, Vocab]:
-    keras_path, vocab_path = download_model_files(model_uri, dst)
-    return load_language_model(keras_path), Vocab.load(vocab_path)
 
 
 def next_word_table(
@@ -98,16 +91,21 @@ def write_table(table: pl.DataFrame, out: Path) -> None:
 
 
 def score_snapshot(
-    snapshot: Path, model_uri: str, mode: Mode, out: Path, top_k: int = 5, max_len: int = 40
+    snapshot: Path,
+    keras_path: Path,
+    vocab_path: Path,
+    mode: Mode,
+    out: Path,
+    top_k: int,
+    max_len: int,
 ) -> int:
-    """Score every review of a snapshot with a registered model; returns the rows written."""
+    """Score every review of a snapshot with a model's files; returns the rows written."""
     reviews = pl.read_parquet(snapshot, columns=["review_id", "text"])
-    with tempfile.TemporaryDirectory(prefix="reviewgru-score-") as tmp:
-        model, vocab = _load(model_uri, Path(tmp))
-        if mode == "next":
-            table = next_word_table(model, vocab, reviews, top_k)
-        else:
-            table = perplexity_table(model, vocab, reviews, max_len)
+    model, vocab = load_language_model(keras_path), Vocab.load(vocab_path)
+    if mode == "next":
+        table = next_word_table(model, vocab, reviews, top_k)
+    else:
+        table = perplexity_table(model, vocab, reviews, max_len)
     write_table(table, out)
     log.info("scored %d reviews (%s) → %s", reviews.height, mode, out)
     return table.height
@@ -115,6 +113,11 @@ def score_snapshot(
 
 @task(name="score")
 def score_task(
-    snapshot: Snapshot, model_uri: str, mode: Mode, out: Path, top_k: int, max_len: int
+    snapshot: Snapshot,
+    model_files: tuple[Path, Path],
+    mode: Mode,
+    out: Path,
+    top_k: int,
+    max_len: int,
 ) -> int:
-    return score_snapshot(snapshot.path, model_uri, mode, out, top_k, max_len)
+    return score_snapshot(snapshot.path, *model_files, mode, out, top_k, max_len)

@@ -11,16 +11,15 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
-import numpy as np
 import pandas as pd
 from mlflow.pyfunc import PythonModel
 from mlflow.types import ColSpec, DataType, Schema
 from mlflow.types.schema import Array, Object, Property
 
-from tasks.tokenize.tokenizer import Vocab, encode_texts
+from tasks.tokenize.tokenizer import Vocab
+from tasks.train.scoring import top_next_words
 
 DEFAULT_TOP_K = 5
-SPECIAL_IDS = (0, 1)  # [PAD] and [UNK] are never suggested
 
 INPUT_SCHEMA = Schema(
     [ColSpec(DataType.string, "text"), ColSpec(DataType.long, "top_k", required=False)]
@@ -29,39 +28,6 @@ INPUT_SCHEMA = Schema(
 # most probable first, each {"word": …, "p": …}.
 CANDIDATE = Object([Property("word", DataType.string), Property("p", DataType.double)])
 OUTPUT_SCHEMA = Schema([ColSpec(DataType.string, "text"), ColSpec(Array(CANDIDATE), "next")])
-
-
-def next_word_distribution(model: Any, vocab: Vocab, texts: list[str]) -> np.ndarray:
-    """P(next word | text) over the whole vocabulary, one row per text (rows sum to 1)."""
-    from tasks.train.model import next_word_probabilities
-
-    sequences = encode_texts(texts, vocab)
-    empty = [text for text, ids in zip(texts, sequences, strict=True) if len(ids) == 0]
-    if empty:
-        raise ValueError(f"no words to continue in {empty[0]!r}: give at least one word")
-    lengths = np.array([len(ids) for ids in sequences], dtype=np.int32)
-    batch = np.zeros((len(sequences), int(lengths.max())), dtype=np.int32)
-    for row, ids in enumerate(sequences):
-        batch[row, : len(ids)] = ids
-    return next_word_probabilities(model, batch, lengths)
-
-
-def top_next_words(
-    model: Any, vocab: Vocab, texts: list[str], top_k: list[int]
-) -> list[list[tuple[str, float]]]:
-    """The `top_k[i]` most probable next words of `texts[i]`, most probable first."""
-    probabilities = next_word_distribution(model, vocab, texts)
-    scores = probabilities.copy()
-    scores[:, list(SPECIAL_IDS)] = -np.inf
-    words = probabilities.shape[1] - len(SPECIAL_IDS)
-    results = []
-    for row, k in enumerate(top_k):
-        k = min(k, words)
-        # argpartition then sort the k best: O(V) instead of sorting the whole vocabulary
-        best = np.argpartition(-scores[row], k - 1)[:k]
-        best = best[np.argsort(-scores[row, best], kind="stable")]
-        results.append([(vocab.token(int(i)), float(probabilities[row, i])) for i in best])
-    return results
 
 
 class NextWordModel(PythonModel):

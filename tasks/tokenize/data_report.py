@@ -6,20 +6,10 @@ rate of the new test reviews under the champion's vocabulary), longer or shorter
 
 from __future__ import annotations
 
-import json
-import logging
-import tempfile
-from pathlib import Path
-
 import pyarrow.parquet as pq
-from mlflow import MlflowClient
 
-from tasks.records import SPLITS, Drift, Snapshot, TokenizedData
-from tasks.registry.register import DATA_STATS_TAG, champion_version, download_model_files
-from tasks.registry.versions import logged_model_id
+from tasks.records import SPLITS, Champion, Drift, Snapshot, TokenizedData
 from tasks.tokenize.tokenizer import UNK_ID, Vocab, encode_texts
-
-log = logging.getLogger(__name__)
 
 OOV_SAMPLE_REVIEWS = 20_000  # test reviews re-encoded with the champion's vocabulary, at most
 
@@ -47,24 +37,12 @@ def drift(version: str, stats: dict, vocab: Vocab, data: TokenizedData) -> Drift
     )
 
 
-def champion_drift(model_name: str, data: TokenizedData) -> Drift | None:
+def champion_drift(champion: Champion | None, data: TokenizedData) -> Drift | None:
     """Drift against the champion's data; None without a champion or one registered before
     its data stats were recorded."""
-    version = champion_version(model_name)
-    if version is None:
+    if champion is None or champion.data_stats is None:
         return None
-    client = MlflowClient()
-    mv = client.get_model_version(model_name, version)
-    # On the LoggedModel since the version tags keep only lineage; on the version before.
-    model_id = logged_model_id(mv)
-    tags = {**mv.tags, **(client.get_logged_model(model_id).tags if model_id else {})}
-    if DATA_STATS_TAG not in tags:
-        log.info("champion v%s has no %s tag: no drift report", version, DATA_STATS_TAG)
-        return None
-    with tempfile.TemporaryDirectory(prefix="reviewgru-drift-") as tmp:
-        _, vocab_path = download_model_files(f"models:/{model_name}/{version}", Path(tmp))
-        vocab = Vocab.load(vocab_path)
-    return drift(version, json.loads(tags[DATA_STATS_TAG]), vocab, data)
+    return drift(champion.version, champion.data_stats, Vocab.load(champion.vocab_path), data)
 
 
 def data_report(

@@ -16,10 +16,11 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from tasks.records import HTML_TAG
+
 PAD, UNK = "[PAD]", "[UNK]"
 PAD_ID, UNK_ID = 0, 1
 
-HTML_TAG = r"(?i)</?[a-z][a-z0-9]*\b[^<>]*>"
 # Unescaped in one pass (replace_many), so "&amp;lt;" becomes the text "&lt;", as in HTML.
 _ENTITIES = {
     "&amp;": "&",

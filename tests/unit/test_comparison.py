@@ -5,8 +5,13 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from tasks.evaluate.comparison import draw_prompts, read_comparison, slice_labels, write_comparison
-from tasks.registry.gate import PairedScores
+from tasks.evaluate.comparison import (
+    PairedScores,
+    draw_prompts,
+    read_comparison,
+    slice_labels,
+    write_comparison,
+)
 
 
 def _test_split(path: Path, reviews: int, rating: bool = True) -> Path:

@@ -16,10 +16,10 @@ from tasks.evaluate.metrics import (
     bigram_perplexity,
     evaluate_ids,
     evaluate_language_model,
-    review_perplexities,
     unigram_perplexity,
 )
 from tasks.train.model import build_language_model
+from tasks.train.scoring import review_perplexities
 from tasks.train.windows import pack_sequences
 
 # Ids 1..5 are words, 0 is padding.

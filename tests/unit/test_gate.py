@@ -6,10 +6,15 @@ import numpy as np
 import pytest
 
 from tasks.config import RegistryConfig
-from tasks.evaluate.comparison import BOTH_KNOW, SAME_TARGETS, TargetScores, pair_scores
+from tasks.evaluate.comparison import (
+    BOTH_KNOW,
+    SAME_TARGETS,
+    PairedScores,
+    TargetScores,
+    pair_scores,
+)
 from tasks.registry.gate import (
     ChampionEvidence,
-    PairedScores,
     bigram_verdict,
     decide,
     paired_bootstrap,

@@ -12,10 +12,11 @@ import keras
 import pytest
 
 from tasks.config import PipelineConfig
-from tasks.evaluate.metrics import baselines, score_targets, summarize_targets
+from tasks.evaluate.metrics import baselines, summarize_targets
 from tasks.ingest.snapshot import ingest
 from tasks.tokenize.dataset import tokenize_snapshot
 from tasks.train.fit import train_model
+from tasks.train.scoring import score_targets
 from tasks.train.windows import read_sequences
 
 pytestmark = pytest.mark.slow

@@ -12,9 +12,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from tasks.config import ModelConfig, TrainConfig
-from tasks.evaluate.metrics import score_targets
 from tasks.records import InputError, TokenizedData, TrainedModel
 from tasks.train.fit import distribution_strategy, make_dataset, train_model
+from tasks.train.scoring import score_targets
 from tasks.train.windows import (
     bucket_widths,
     computed_positions,
