@@ -1,23 +1,16 @@
-# ruff: noqa: E402  (the path fix below must run before the imports)
 """The learning curve with bf16 products against fp32: the default recipe on the same data.
 
-The corpus is tests/unit/test_learning.py's (1000 demo reviews with a Zipf tail of 3000 rare
-words); the default recipe trains once with ``train.precision = fp32`` and once with ``bf16``
-(same seed, same windows), and the test perplexity of each is printed with its epochs.
+The corpus is tests/unit/test_learning.py's (979 real Drugs.com reviews); the default recipe
+trains once with ``train.precision = fp32`` and once with ``bf16`` (same seed, same windows), and
+the test perplexity of each is printed with its epochs.
 
     .venv/bin/python benchmarks/precision.py
 """
 
 from __future__ import annotations
 
-import sys
 import tempfile
 from pathlib import Path
-
-# benchmarks/tokenize.py shadows the standard library's `tokenize`: take this directory off the
-# import path first, and put the repository on it.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import keras
 
@@ -28,15 +21,18 @@ from tasks.tokenize.dataset import tokenize_snapshot
 from tasks.train.fit import train_model
 from tasks.train.scoring import score_targets
 from tasks.train.windows import read_sequences
-from tests.unit.test_learning import _reviews_with_rare_words
+
+# Real review text (tests/data/README.md: Drugs.com, CC BY 4.0), as the learning test trains on.
+REVIEWS = Path(__file__).parents[1] / "tests" / "data" / "drugscom-979.tsv"
 
 
 def main() -> None:
-    config = PipelineConfig()
+    config = PipelineConfig.load(
+        overrides={"ingest.text_columns": ["review"], "ingest.rating_column": None}
+    )
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        source = _reviews_with_rare_words(work / "reviews.csv")
-        snapshot = ingest(str(source), config.ingest, work / "snapshots")
+        snapshot = ingest(str(REVIEWS), config.ingest, work / "snapshots")
         data = tokenize_snapshot(snapshot.path, config.tokenizer, work / "tokenized")
         test = read_sequences(data.split_path("test"))
         results = {}

@@ -14,21 +14,17 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import mlflow
 import numpy as np
 import pandas as pd
-from mlflow.models import ModelSignature
 
-from tasks.registry.register import MODEL_CODE, TASKS_DIR
-from tasks.serve.next_word_model import INPUT_SCHEMA, OUTPUT_SCHEMA
+from tasks.registry.pyfunc import save_pyfunc
 from tasks.tokenize.tokenizer import Vocab, encode_texts
 from tasks.train.model import build_language_model
 
@@ -66,13 +62,7 @@ def main() -> None:
         model.save(root / "model.keras")
         vocab = Vocab(tokens, [0] * len(tokens), lowercase=True)
         vocab.save(root / "vocab.json")
-        mlflow.pyfunc.save_model(
-            root / "pyfunc",
-            python_model=str(MODEL_CODE),
-            artifacts={"keras_model": str(root / "model.keras"), "vocab": str(root / "vocab.json")},
-            code_paths=[str(TASKS_DIR)],
-            signature=ModelSignature(inputs=INPUT_SCHEMA, outputs=OUTPUT_SCHEMA),
-        )
+        save_pyfunc(root / "pyfunc", root / "model.keras", root / "vocab.json")
         pyfunc = mlflow.pyfunc.load_model(str(root / "pyfunc"))
 
         one = pd.DataFrame({"text": [TEXT], "top_k": [5]})

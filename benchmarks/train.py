@@ -1,4 +1,3 @@
-# ruff: noqa: E402  (the path fix below must run before the imports)
 """Training throughput: our train step against the tutorial's straightforward Keras build.
 
 Both train on the same windows at the seed sizes (vocab 10 000, embedding 64, GRU 64, max_len 40,
@@ -61,15 +60,9 @@ much less than the square, and it is where most of the training FLOPs are.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
-
-# benchmarks/tokenize.py shadows the standard library's `tokenize` (which `inspect`, used by
-# TensorFlow, imports): take this directory off the import path first, and put the repository on it.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 

@@ -17,7 +17,6 @@ import mlflow
 import pandas as pd
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
-from mlflow.models import ModelSignature
 from mlflow.tracking import MlflowClient
 from prefect import task
 from prefect.artifacts import create_markdown_artifact
@@ -37,13 +36,11 @@ from tasks.registry.history import (
     move_alias,
     read_history,
 )
+from tasks.registry.pyfunc import pyfunc_files
 from tasks.registry.versions import TEST_DATASET, compare_versions, perplexity_chart
-from tasks.serve.next_word_model import INPUT_SCHEMA, OUTPUT_SCHEMA
 
 log = logging.getLogger(__name__)
 
-TASKS_DIR = Path(__file__).parents[1]
-MODEL_CODE = TASKS_DIR / "serve" / "next_word_model.py"
 SERVING_REQUIREMENTS = ("mlflow", "tensorflow", "keras", "polars", "pandas", "numpy", "pydantic")
 
 
@@ -85,7 +82,11 @@ def find_registered(model_name: str, training_digest: str) -> ModelVersion | Non
 def _git_commit() -> str:
     try:
         result = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=TASKS_DIR, capture_output=True, text=True, timeout=5
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
         )
     except OSError:
         return "unknown"
@@ -118,14 +119,11 @@ def register_model(
     config: PipelineConfig,
 ) -> Registration:
     name = config.registry.model_name
-    with mlflow.start_run(run_id=run_id):
-        # A LoggedModel named after the registered model: the Models tab lists it by that name.
+    # A LoggedModel named after the registered model: the Models tab lists it by that name.
+    with mlflow.start_run(run_id=run_id), pyfunc_files(trained.path, data.vocab_path) as files:
         info = mlflow.pyfunc.log_model(
             name=name,
-            python_model=str(MODEL_CODE),
-            artifacts={"keras_model": str(trained.path), "vocab": str(data.vocab_path)},
-            code_paths=[str(TASKS_DIR)],
-            signature=ModelSignature(inputs=INPUT_SCHEMA, outputs=OUTPUT_SCHEMA),
+            **files,
             input_example=pd.DataFrame({"text": ["this blender is"], "top_k": [5]}),
             pip_requirements=[f"{pkg}=={installed_version(pkg)}" for pkg in SERVING_REQUIREMENTS],
             # The run's params (the whole config) are copied onto the model; add the real size.

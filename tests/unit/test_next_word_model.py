@@ -8,11 +8,10 @@ import numpy as np
 import pandas as pd
 import polars as pl
 import pytest
-from mlflow.models import ModelSignature
 
-from tasks.registry.register import MODEL_CODE, TASKS_DIR
+from tasks.registry.pyfunc import save_pyfunc
 from tasks.serve.batch import next_word_table, write_table
-from tasks.serve.next_word_model import INPUT_SCHEMA, OUTPUT_SCHEMA
+from tasks.serve.next_word_model import OUTPUT_SCHEMA
 from tasks.serve.predict import generate, next_words
 from tasks.tokenize.tokenizer import Vocab
 from tasks.train.model import build_language_model
@@ -29,13 +28,7 @@ def pyfunc_model(tmp_path_factory: pytest.TempPathFactory) -> mlflow.pyfunc.PyFu
     bias.assign(np.array([9.0, 9.0, 0, 0, 0, 0, 0], dtype=np.float32))
     keras_model.save(root / "model.keras")
     Vocab(TOKENS, [0, 0, 5, 4, 3, 2, 1], lowercase=True).save(root / "vocab.json")
-    mlflow.pyfunc.save_model(
-        root / "saved",
-        python_model=str(MODEL_CODE),
-        artifacts={"keras_model": str(root / "model.keras"), "vocab": str(root / "vocab.json")},
-        code_paths=[str(TASKS_DIR)],
-        signature=ModelSignature(inputs=INPUT_SCHEMA, outputs=OUTPUT_SCHEMA),
-    )
+    save_pyfunc(root / "saved", root / "model.keras", root / "vocab.json")
     return mlflow.pyfunc.load_model(str(root / "saved"))
 
 

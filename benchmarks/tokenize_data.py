@@ -1,4 +1,3 @@
-# ruff: noqa: E402  (the path fix below must run before the imports)
 """Ingest + tokenization throughput and memory: ours against a straightforward Python version.
 
 Generates a review CSV of at least `--mb` MB (Amazon layout: the demo grammar plus a Zipf tail of
@@ -18,20 +17,13 @@ both producing train/val/test Parquet of token ids with a 10 000-word vocabulary
 
 and prints MB/s (input CSV size / wall time), tokens/s, peak RSS and the ratios.
 
-    .venv/bin/python benchmarks/tokenize.py [--mb 200] [--only ours|reference|floor] [--keep DIR]
+    .venv/bin/python benchmarks/tokenize_data.py [--mb 200] [--only ours|reference|floor] \
+        [--keep DIR]
 
 `--mb 2048 --only ours` is the 2 GB streaming check (peak RSS must stay under 1.5 GB).
 """
 
 from __future__ import annotations
-
-import sys
-from pathlib import Path
-
-# This file's name shadows the standard library's `tokenize` (which `inspect` imports): take its
-# directory off the import path first, and put the repository on it.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import argparse
 import csv
@@ -43,9 +35,11 @@ import re
 import resource
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 import unicodedata
+from pathlib import Path
 
 VOCAB_SIZE = 10_000
 
