@@ -1,7 +1,8 @@
 """The retrain flow: the table of contents of reviewgru.
 
-ingest → tokenize → train → evaluate → register, each a Prefect task defined at the bottom of its
-stage module. The flow only chains them, times them, opens the MLflow run and reports.
+ingest → tokenize → train → evaluate → register, each a Prefect task in its stage package's
+`task.py`. The flow only chains them, times them, opens the MLflow run, resolves the champion
+once for the stages that compare against it, and reports.
 """
 
 from __future__ import annotations
@@ -29,16 +30,17 @@ from flows import events
 from flows.sharded import tokenize_on_dask
 from tasks import run_liveness, tracking
 from tasks.config import STAGES, PipelineConfig
-from tasks.evaluate.metrics import evaluate_task
+from tasks.evaluate.task import evaluate_task
 from tasks.ingest.sample_data import demo_dataset
-from tasks.ingest.snapshot import ingest_or_reuse
+from tasks.ingest.task import ingest_or_reuse
 from tasks.registry.champion import champion_version, resolve_champion
 from tasks.registry.gate import bigram_ratio, bigram_verdict
-from tasks.registry.register import find_registered, register_task
+from tasks.registry.register import find_registered
+from tasks.registry.task import register_task
 from tasks.registry.versions import version_metrics
 from tasks.tokenize.data_report import champion_drift, data_report
-from tasks.tokenize.dataset import tokenize_task
-from tasks.train.fit import train_task
+from tasks.tokenize.task import tokenize_task
+from tasks.train.task import train_task
 
 # The stages log through `logging.getLogger(__name__)` (so they run without Prefect); with
 # PREFECT_LOGGING_EXTRA_LOGGERS=tasks their INFO lines also land in the flow run's log.

@@ -10,9 +10,10 @@ from pydantic import BaseModel
 
 from tasks import tracking
 from tasks.config import PipelineConfig
-from tasks.ingest.snapshot import ingest_task
+from tasks.ingest.task import ingest_task
 from tasks.registry.champion import download_model_files
-from tasks.serve.batch import Mode, score_task
+from tasks.serve.batch import Mode
+from tasks.serve.task import score_task
 
 
 class ScoreSummary(BaseModel):

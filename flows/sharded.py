@@ -14,7 +14,8 @@ from prefect_dask import DaskTaskRunner
 
 from tasks.config import RunnerConfig, TokenizerConfig
 from tasks.records import Snapshot, TokenizedData
-from tasks.tokenize.dataset import map_as_tasks, tokenize_snapshot
+from tasks.tokenize.dataset import tokenize_snapshot
+from tasks.tokenize.task import map_as_tasks
 
 
 @flow(name="tokenize-sharded")

@@ -15,7 +15,6 @@ from pathlib import Path
 import keras
 import numpy as np
 import pyarrow.parquet as pq
-from prefect import task
 
 from tasks import tracking
 from tasks.config import PipelineConfig
@@ -256,24 +255,3 @@ def evaluate_model(
         comparison_path=comparison,
         side_by_side=rows,
     )
-
-
-@task(name="evaluate")
-def evaluate_task(
-    trained: TrainedModel,
-    data: TokenizedData,
-    config: PipelineConfig,
-    run_id: str,
-    champion: Champion | None = None,
-) -> Evaluation:
-    evaluation = evaluate_model(trained, data, config, champion)
-    tracking.log_side_by_side(run_id, evaluation.side_by_side)
-    logged = dict(evaluation.metrics)
-    rescored = evaluation.champion
-    if rescored is not None:
-        logged["champion_perplexity"] = rescored.perplexity
-        if rescored.shared_perplexity is not None:
-            logged["champion_shared_perplexity"] = rescored.shared_perplexity
-            logged["challenger_shared_perplexity"] = rescored.challenger_shared_perplexity or 0.0
-    tracking.log_metrics(run_id, logged)
-    return evaluation

@@ -18,8 +18,6 @@ import pandas as pd
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
-from prefect import task
-from prefect.artifacts import create_markdown_artifact
 
 from tasks import tracking
 from tasks.config import PipelineConfig, RegistryConfig
@@ -27,7 +25,7 @@ from tasks.evaluate.comparison import BOTH_KNOW, OWN_TOKENIZATION, SAME_TARGETS,
 from tasks.records import ChampionScore, Evaluation, Registration, TokenizedData, TrainedModel
 from tasks.registry.champion import DATA_STATS_TAG
 from tasks.registry.gate import ChampionEvidence, GateDecision, decide
-from tasks.registry.gate_report import gate_markdown, slice_rows
+from tasks.registry.gate_report import slice_rows
 from tasks.registry.history import (
     CHALLENGER,
     CHAMPION,
@@ -187,26 +185,3 @@ def log_registry_views(client: MlflowClient, run_id: str, model_name: str) -> No
         client.log_artifact(run_id, str(chart))
     rows = history_rows(read_history(client, model_name))
     mlflow.log_table(pd.DataFrame(rows), artifact_file=HISTORY_TABLE, run_id=run_id)
-
-
-@task(name="register")
-def register_task(
-    run_id: str,
-    trained: TrainedModel,
-    data: TokenizedData,
-    evaluation: Evaluation,
-    config: PipelineConfig,
-) -> Registration:
-    registration = register_model(run_id, trained, data, evaluation, config)
-    decision = "promoted to champion" if registration.promoted else "not promoted"
-    create_markdown_artifact(
-        key="reviewgru-gate",
-        markdown=gate_markdown(
-            registration,
-            evaluation,
-            run_link=tracking.run_link(run_id),
-            version_link=tracking.model_version_link(registration.model_name, registration.version),
-        ),
-        description=f"{registration.model_name} v{registration.version}: {decision}",
-    )
-    return registration

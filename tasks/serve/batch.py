@@ -15,9 +15,8 @@ from typing import Literal
 
 import keras
 import polars as pl
-from prefect import task
 
-from tasks.records import InputError, Snapshot
+from tasks.records import InputError
 from tasks.tokenize.tokenizer import Vocab, encode_texts
 from tasks.train.model import load_language_model
 from tasks.train.scoring import review_perplexities, top_next_words
@@ -109,15 +108,3 @@ def score_snapshot(
     write_table(table, out)
     log.info("scored %d reviews (%s) → %s", reviews.height, mode, out)
     return table.height
-
-
-@task(name="score")
-def score_task(
-    snapshot: Snapshot,
-    model_files: tuple[Path, Path],
-    mode: Mode,
-    out: Path,
-    top_k: int,
-    max_len: int,
-) -> int:
-    return score_snapshot(snapshot.path, *model_files, mode, out, top_k, max_len)

@@ -17,17 +17,15 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import TypeVar, cast
+from typing import TypeVar
 
 import numpy as np
 import polars as pl
 import pyarrow.parquet as pq
-from prefect import task, unmapped
-from prefect.cache_policies import NO_CACHE
 
 from tasks.config import TokenizerConfig
 from tasks.files import file_sha256
-from tasks.records import SPLITS, Snapshot, TokenizedData
+from tasks.records import SPLITS, TokenizedData
 from tasks.tokenize.tokenizer import UNK_ID, Vocab, tokens_series, write_bytes_atomically
 
 log = logging.getLogger(__name__)
@@ -316,19 +314,3 @@ def _finish(
         length_percentiles=lengths,
         languages=languages,
     )
-
-
-@task(name="tokenize")
-def tokenize_task(snapshot: Snapshot, cfg: TokenizerConfig, out_dir: Path) -> TokenizedData:
-    return tokenize_snapshot(snapshot.path, cfg, out_dir)
-
-
-@task(name="tokenize-shard", cache_policy=NO_CACHE)
-def _shard_task(work: Callable[[_T], _R], item: _T) -> _R:
-    return work(item)
-
-
-def map_as_tasks(work: Callable[[_T], _R], items: list[_T]) -> list[_R]:
-    """A `Mapper` running each item as a task on the flow's task runner (e.g. Dask workers)."""
-    futures = _shard_task.map(unmapped(work), items)
-    return [cast(_R, future.result()) for future in futures]

@@ -14,15 +14,12 @@ from pathlib import Path
 import keras
 import numpy as np
 import tensorflow as tf
-from prefect import task
 
-from tasks import tracking
-from tasks.config import ModelConfig, PipelineConfig, TrainConfig
+from tasks.config import ModelConfig, TrainConfig
 from tasks.records import InputError, TokenizedData, TrainedModel
 from tasks.train.disk_space import RoomForBackup, ensure_room_for
 from tasks.train.fused_softmax import FusedSoftmaxTraining, resolve_precision
 from tasks.train.model import build_language_model
-from tasks.train.progress import EpochMetricsToMlflow, PrefectTrainingProgress
 from tasks.train.sampled_softmax import SampledSoftmaxTraining
 from tasks.train.softmax_loss import SoftmaxCrossEntropy, TopOneAccuracy
 from tasks.train.windows import (
@@ -372,7 +369,7 @@ def _backup_epoch(backup_dir: Path, fitted_model: keras.Model, epochs: int) -> i
     return epoch
 
 
-def _learning_curve_png(history: dict[str, list[float]], first_epoch: int, path: Path) -> Path:
+def learning_curve_png(history: dict[str, list[float]], first_epoch: int, path: Path) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -392,30 +389,3 @@ def _learning_curve_png(history: dict[str, list[float]], first_epoch: int, path:
     figure.savefig(path, dpi=80)
     plt.close(figure)
     return path
-
-
-@task(name="train")
-def train_task(data: TokenizedData, config: PipelineConfig, run_id: str) -> TrainedModel:
-    out_dir = config.workdir / "models" / f"{data.digest[:16]}-{config.digest('model', 'train')}"
-    # Every target token but each review's first (tasks/train/windows.py), for tokens/s per epoch.
-    targets = data.tokens["train"] - data.reviews["train"]
-    progress = PrefectTrainingProgress(config.train.epochs, targets)
-    trained = train_model(
-        data, config.model, config.train, out_dir, [EpochMetricsToMlflow(run_id), progress]
-    )
-    tracking.log_metrics(
-        run_id,
-        {
-            "train_tokens_per_s": trained.tokens_per_s,
-            "train_seconds": trained.train_seconds,
-            "padding_fraction": trained.padding_fraction,
-            "epochs_run": trained.epochs_run,
-            "best_epoch": trained.best_epoch,
-            "resumed_from_epoch": trained.resumed_from_epoch,
-        },
-    )
-    curve = _learning_curve_png(
-        trained.history, trained.resumed_from_epoch + 1, out_dir / "learning_curve.png"
-    )
-    tracking.log_artifact(run_id, curve)
-    return trained

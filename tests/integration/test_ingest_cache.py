@@ -7,7 +7,7 @@ from prefect import flow
 
 from tasks.config import IngestConfig
 from tasks.ingest.sample_data import write_sample_reviews
-from tasks.ingest.snapshot import ingest_or_reuse, ingest_task
+from tasks.ingest.task import ingest_or_reuse, ingest_task
 
 pytestmark = pytest.mark.integration
 
