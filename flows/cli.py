@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
 import os
 import sys
+import types
+import typing
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, cast
 
 import typer
 
-from tasks.config import PRESETS
+from tasks.config import PRESETS, PipelineConfig
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no phoning home
@@ -29,6 +32,11 @@ class _App(typer.Typer):
         with reported():
             return super().__call__(*args, **kwargs)
 
+
+# The other commands' defaults, from the same config as a run's.
+DEFAULTS = PipelineConfig()
+MODEL_NAME_HELP = "Registered model name."
+MODEL_URI_HELP = f"Model URI, e.g. models:/reviewgru/3 (default @{DEFAULTS.serve.model_alias})."
 
 app = _App(
     help="Retrain, register and use a GRU next-word model of product reviews.",
@@ -53,60 +61,77 @@ def _bad_input_exits_2() -> Iterator[None]:
     yield
 
 
-@app.command()
+# The run flags that set one config key each: flag → dotted key. Type, default and help come from
+# the PipelineConfig field (its description), so a flag cannot drift from the config it sets.
+RUN_FLAGS: tuple[tuple[str, str], ...] = (
+    ("--data", "ingest.data"),
+    ("--text-column", "ingest.text_columns"),
+    ("--rating-column", "ingest.rating_column"),
+    ("--format", "ingest.format"),
+    ("--quoting", "ingest.quoting"),
+    ("--vocab-size", "tokenizer.vocab_size"),
+    ("--min-count", "tokenizer.min_count"),
+    ("--embedding-dim", "model.embedding_dim"),
+    ("--units", "model.units"),
+    ("--max-len", "train.max_len"),
+    ("--epochs", "train.epochs"),
+    ("--batch-size", "train.batch_size"),
+    ("--learning-rate", "train.learning_rate"),
+    ("--seed", "train.seed"),
+    ("--loss", "train.loss"),
+    ("--strategy", "train.strategy"),
+    ("--model-name", "registry.model_name"),
+    ("--min-improvement", "registry.min_improvement"),
+    ("--must-beat", "registry.must_beat"),
+    ("--task-runner", "runner.task_runner"),
+    ("--dask-address", "runner.dask_address"),
+    ("--workdir", "workdir"),
+    ("--until", "until"),
+)
+
+
+def _config_field(key: str) -> tuple[Any, Any]:
+    """The annotation and FieldInfo of a dotted PipelineConfig key."""
+
+    model: Any = PipelineConfig
+    *sections, leaf = key.split(".")
+    for section in sections:
+        model = model.model_fields[section].annotation
+    field = model.model_fields[leaf]
+    return field.annotation, field
+
+
+def _flag_option(flag: str, key: str) -> inspect.Parameter:
+    """A typer option for a run flag: None unless given, so the config below it decides."""
+    annotation, field = _config_field(key)
+    kind = annotation
+    if isinstance(annotation, types.UnionType):  # X | None: the option's type is X
+        kind = next(a for a in typing.get_args(annotation) if a is not type(None))
+    choices = typing.get_args(kind) if typing.get_origin(kind) is typing.Literal else ()
+    if choices or kind is Path:
+        kind = str if choices else Path
+    elif typing.get_origin(kind) is list:
+        kind = list[str]
+    default = field.default
+    shown = ", ".join(default) if isinstance(default, list) else default
+    help_text = (field.description or key).rstrip(".")
+    if choices:
+        help_text += f" ({'|'.join(map(str, choices))})"
+    help_text += f". Default: {shown}." if shown not in (None, "") else "."
+    option = typer.Option(flag, help=help_text, show_default=False)
+    return inspect.Parameter(
+        key.replace(".", "__"),
+        inspect.Parameter.KEYWORD_ONLY,
+        default=None,
+        annotation=Annotated[kind | None, option],
+    )
+
+
 def run(
-    data: Annotated[
-        str | None,
-        typer.Option(help="Review CSV/TSV (.gz ok), path or http(s) URL. Default: demo."),
-    ] = None,
-    text_column: Annotated[
-        list[str] | None,
-        typer.Option(
-            help="Text column; repeat to join several (default review_title, review_body)."
-        ),
-    ] = None,
-    rating_column: Annotated[
-        str | None, typer.Option(help="Star rating column, or 'none' (default star_rating).")
-    ] = None,
-    input_format: Annotated[
-        str | None,
-        typer.Option("--format", help="csv|tsv|parquet|jsonl (default: by extension, sniffed)."),
-    ] = None,
-    quoting: Annotated[
-        str | None,
-        typer.Option(help="CSV/TSV quoting: auto|csv|none (default auto: decided per file)."),
-    ] = None,
-    vocab_size: Annotated[
-        int | None, typer.Option(help="Vocabulary incl. [PAD] and [UNK].")
-    ] = None,
-    min_count: Annotated[
-        int | None, typer.Option(help="Train tokens seen fewer times become [UNK].")
-    ] = None,
     placeholders: Annotated[
         bool,
         typer.Option("--placeholders", help="Replace URLs with [URL] and numbers with [NUM]."),
     ] = False,
-    embedding_dim: Annotated[int | None, typer.Option(help="Embedding size.")] = None,
-    units: Annotated[int | None, typer.Option(help="GRU units.")] = None,
-    max_len: Annotated[int | None, typer.Option(help="Tokens per training window.")] = None,
-    epochs: Annotated[int | None, typer.Option(help="Maximum epochs (early stopping).")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Windows per batch.")] = None,
-    learning_rate: Annotated[float | None, typer.Option(help="Adam learning rate.")] = None,
-    seed: Annotated[int | None, typer.Option(help="Random seed of training.")] = None,
-    loss: Annotated[
-        str | None, typer.Option(help="exact|sampled (sampled softmax; evaluation stays exact).")
-    ] = None,
-    strategy: Annotated[
-        str | None, typer.Option(help="default|mirrored|multiworker (tf.distribute; TF_CONFIG).")
-    ] = None,
-    model_name: Annotated[str | None, typer.Option(help="Registered model name.")] = None,
-    min_improvement: Annotated[
-        float | None, typer.Option(help="Relative perplexity gain needed to replace the champion.")
-    ] = None,
-    must_beat: Annotated[
-        str | None,
-        typer.Option(help="bigram|unigram|none: baseline to beat to become champion (bigram)."),
-    ] = None,
     force_promote: Annotated[
         bool,
         typer.Option("--force-promote", help="Make this model champion, whatever the gate."),
@@ -114,13 +139,6 @@ def run(
     no_promote: Annotated[
         bool, typer.Option("--no-promote", help="Register without touching the champion alias.")
     ] = False,
-    task_runner: Annotated[
-        str | None, typer.Option(help="threads|dask: where tokenization shards run.")
-    ] = None,
-    dask_address: Annotated[
-        str | None, typer.Option(help="Dask scheduler (tcp://…); none starts a local cluster.")
-    ] = None,
-    workdir: Annotated[Path | None, typer.Option(help="Snapshots, splits, models.")] = None,
     config: Annotated[
         Path | None, typer.Option(help="TOML config; flags override it.", exists=True)
     ] = None,
@@ -131,52 +149,24 @@ def run(
             "tutorial's exact recipe."
         ),
     ] = None,
-    until: Annotated[
-        str | None, typer.Option(help="Stop after: ingest|tokenize|train|evaluate|register.")
-    ] = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print one JSON object as the last stdout line.")
     ] = False,
+    **flags: Any,
 ) -> None:
     """Run the retrain flow: ingest → tokenize → train → evaluate → register."""
     if force_promote and no_promote:
         _fail("--force-promote and --no-promote exclude each other")
     if preset is not None and preset not in PRESETS:
         _fail(f"unknown --preset {preset!r}; known: {', '.join(PRESETS)}")
-    flags: dict[str, Any] = {
-        "ingest.data": data,
-        "ingest.text_columns": text_column or None,
-        "ingest.rating_column": rating_column,
-        "ingest.format": input_format,
-        "ingest.quoting": quoting,
-        "tokenizer.vocab_size": vocab_size,
-        "tokenizer.min_count": min_count,
+    overrides: dict[str, Any] = {key: flags[key.replace(".", "__")] for _, key in RUN_FLAGS}
+    overrides["ingest.text_columns"] = overrides["ingest.text_columns"] or None
+    overrides |= {
         "tokenizer.url_placeholder": placeholders or None,
         "tokenizer.number_placeholder": placeholders or None,
-        "model.embedding_dim": embedding_dim,
-        "model.units": units,
-        "train.max_len": max_len,
-        "train.epochs": epochs,
-        "train.batch_size": batch_size,
-        "train.learning_rate": learning_rate,
-        "train.seed": seed,
-        "train.loss": loss,
-        "train.strategy": strategy,
-        "registry.model_name": model_name,
-        "registry.min_improvement": min_improvement,
-        "registry.must_beat": must_beat,
         "registry.promotion": "force" if force_promote else ("never" if no_promote else None),
-        "runner.task_runner": task_runner,
-        "runner.dask_address": dask_address,
-        "workdir": workdir,
-        "until": until,
     }
-    overrides = {key: value for key, value in flags.items() if value is not None}
-    if isinstance(overrides.get("ingest.rating_column"), str) and (
-        overrides["ingest.rating_column"].lower() == "none"
-    ):
-        overrides["ingest.rating_column"] = None
-    from tasks.config import PipelineConfig
+    overrides = {key: value for key, value in overrides.items() if value is not None}
     from tasks.ingest.sources import check_readable
 
     pipeline_config = PipelineConfig.load(config, overrides, preset)
@@ -198,6 +188,16 @@ def run(
         typer.echo(json.dumps(summary.model_dump(exclude={"gate_reason"})))
     else:
         typer.echo(_human_summary(summary.model_dump()))
+
+
+# typer reads the options from the signature: the fixed ones above, then one per RUN_FLAGS row.
+_fixed = [
+    p for p in inspect.signature(run, eval_str=True).parameters.values() if p.kind != p.VAR_KEYWORD
+]
+run.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+    [*_fixed, *(_flag_option(flag, key) for flag, key in RUN_FLAGS)]
+)
+app.command()(run)
 
 
 def _one_run_per_embedded_store() -> contextlib.AbstractContextManager[None]:
@@ -253,17 +253,18 @@ def _model_uri(model: str | None, model_name: str) -> str:
     from tasks.serve.predict import default_model_uri
 
     tracking.configure_mlflow()
-    return model or default_model_uri(model_name)
+    return model or default_model_uri(model_name, DEFAULTS.serve.model_alias)
 
 
 @app.command()
 def predict(
     text: Annotated[str, typer.Argument(help="The beginning of a review.")],
     model: Annotated[
-        str | None, typer.Option(help="Model URI, e.g. models:/reviewgru/3 (default @champion).")
+        str | None,
+        typer.Option(help=MODEL_URI_HELP),
     ] = None,
-    model_name: Annotated[str, typer.Option(help="Registered model name.")] = "reviewgru",
-    top_k: Annotated[int, typer.Option(min=1, help="How many candidates.")] = 5,
+    model_name: Annotated[str, typer.Option(help=MODEL_NAME_HELP)] = DEFAULTS.registry.model_name,
+    top_k: Annotated[int, typer.Option(min=1, help="How many candidates.")] = DEFAULTS.serve.top_k,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """The most probable next words after TEXT, most probable first."""
@@ -284,8 +285,8 @@ def generate(
     words: Annotated[int, typer.Option(min=1, help="Words to add.")] = 20,
     temperature: Annotated[float, typer.Option(min=0.01, help="Sampling temperature.")] = 1.0,
     seed: Annotated[int | None, typer.Option(help="Seed for reproducible sampling.")] = None,
-    model: Annotated[str | None, typer.Option(help="Model URI (default @champion).")] = None,
-    model_name: Annotated[str, typer.Option(help="Registered model name.")] = "reviewgru",
+    model: Annotated[str | None, typer.Option(help=MODEL_URI_HELP)] = None,
+    model_name: Annotated[str, typer.Option(help=MODEL_NAME_HELP)] = DEFAULTS.registry.model_name,
 ) -> None:
     """Continue TEXT with WORDS sampled words."""
     from tasks.serve.predict import generate as generate_text
@@ -317,9 +318,11 @@ def score(
     mode: Annotated[
         str, typer.Option(help="perplexity: per review, highest first; next: next-word top-k.")
     ] = "perplexity",
-    model: Annotated[str | None, typer.Option(help="Model URI (default @champion).")] = None,
-    model_name: Annotated[str, typer.Option(help="Registered model name.")] = "reviewgru",
-    top_k: Annotated[int, typer.Option(min=1, help="Candidates per review (mode next).")] = 5,
+    model: Annotated[str | None, typer.Option(help=MODEL_URI_HELP)] = None,
+    model_name: Annotated[str, typer.Option(help=MODEL_NAME_HELP)] = DEFAULTS.registry.model_name,
+    top_k: Annotated[
+        int, typer.Option(min=1, help="Candidates per review (mode next).")
+    ] = DEFAULTS.serve.top_k,
     text_column: Annotated[
         list[str] | None, typer.Option(help="Text column; repeat to join several.")
     ] = None,
@@ -333,13 +336,11 @@ def score(
     if mode not in ("perplexity", "next"):
         _fail(f"--mode must be perplexity or next, not {mode!r}")
     overrides: dict[str, Any] = {
-        "ingest.rating_column": None if rating_column.lower() == "none" else rating_column,
+        "ingest.rating_column": rating_column,
         "ingest.text_columns": text_column or None,
         "workdir": workdir,
     }
     with _bad_input_exits_2(), _model_missing_exits_2():
-        from tasks.config import PipelineConfig
-
         config = PipelineConfig.load(None, {k: v for k, v in overrides.items() if v is not None})
         uri = _model_uri(model, model_name)
         with contextlib.redirect_stdout(sys.stderr):
@@ -379,8 +380,6 @@ def deploy(
             "`export PREFECT_API_URL=http://127.0.0.1:4200/api`"
         )
     with _bad_input_exits_2():
-        from tasks.config import PipelineConfig
-
         overrides = {"ingest.data": data} if data else {}
         pipeline_config = PipelineConfig.load(config, overrides)
         from flows.deploy import cron_schedule, serve_retrain
@@ -401,7 +400,7 @@ def deploy(
 
 @app.command()
 def compare(
-    model_name: Annotated[str, typer.Option(help="Registered model name.")] = "reviewgru",
+    model_name: Annotated[str, typer.Option(help=MODEL_NAME_HELP)] = DEFAULTS.registry.model_name,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     plot: Annotated[
         Path | None, typer.Option(help="Also write a PNG of test perplexity by version here.")
@@ -466,7 +465,7 @@ def _versions_table(rows: list[dict[str, Any]]) -> str:
 
 @app.command()
 def history(
-    model_name: Annotated[str, typer.Option(help="Registered model name.")] = "reviewgru",
+    model_name: Annotated[str, typer.Option(help=MODEL_NAME_HELP)] = DEFAULTS.registry.model_name,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Every move of the champion and challenger aliases: when, from which version, and why."""
@@ -495,7 +494,7 @@ def rollback(
         str | None, typer.Option(help="Version to make champion (default: the previous champion).")
     ] = None,
     reason: Annotated[str | None, typer.Option(help="Why, recorded in the history.")] = None,
-    model_name: Annotated[str, typer.Option(help="Registered model name.")] = "reviewgru",
+    model_name: Annotated[str, typer.Option(help=MODEL_NAME_HELP)] = DEFAULTS.registry.model_name,
 ) -> None:
     """Move the champion alias back; refuses a version never evaluated on a comparable split."""
     from mlflow.tracking import MlflowClient
@@ -512,7 +511,9 @@ def rollback(
 @app.command("sample-data")
 def sample_data(
     out: Annotated[Path, typer.Argument(help="CSV file to write.")],
-    rows: Annotated[int, typer.Option(min=1, help="Number of reviews.")] = 4000,
+    rows: Annotated[
+        int, typer.Option(min=1, help="Number of reviews.")
+    ] = DEFAULTS.ingest.demo_rows,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
 ) -> None:
     """Write the synthetic demo reviews in the Amazon review CSV layout."""

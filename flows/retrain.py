@@ -29,7 +29,7 @@ from pydantic import BaseModel
 from flows import events
 from flows.sharded import tokenize_on_dask
 from tasks import run_liveness, tracking
-from tasks.config import STAGES, PipelineConfig
+from tasks.config import STAGES, PipelineConfig, RegistryConfig
 from tasks.evaluate.task import evaluate_task
 from tasks.ingest.sample_data import demo_dataset
 from tasks.ingest.task import ingest_or_reuse
@@ -78,7 +78,7 @@ def _timed(timings: dict[str, float | None], stage: str) -> Iterator[None]:
 def _log_failure(flow: Flow[..., Any], flow_run: FlowRun, state: State) -> None:
     """on_failure hook: one clear summary line in the run's log (wire alerts to it, see README)."""
     parameters = flow_run.parameters.get("config") or {}
-    model = (parameters.get("registry") or {}).get("model_name", "reviewgru")
+    model = (parameters.get("registry") or {}).get("model_name", RegistryConfig().model_name)
     events.emit_outcome(events.FAILED, model, None, str(state.message), str(flow_run.id))
     flow_run_logger(flow_run, flow).error(
         "retrain of %s failed: %s — nothing was registered and the aliases are unchanged unless "

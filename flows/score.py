@@ -30,7 +30,7 @@ def score(
     out: Path,
     model_uri: str,
     mode: Mode = "perplexity",
-    top_k: int = 5,
+    top_k: int | None = None,
     config: PipelineConfig | None = None,
 ) -> ScoreSummary:
     """Validate the reviews like a retrain does, then score them with a registered model."""
@@ -39,6 +39,7 @@ def score(
     snapshot = ingest_task(source, config.ingest, config.workdir / "snapshots")
     with tempfile.TemporaryDirectory(prefix="reviewgru-score-") as tmp:
         files = download_model_files(model_uri, Path(tmp))
+        top_k = top_k or config.serve.top_k
         written = score_task(snapshot, files, mode, out, top_k, config.train.max_len)
     return ScoreSummary(
         model_uri=model_uri,

@@ -61,7 +61,7 @@ class IngestConfig(_Section):
     )
     rating_column: str | None = Field(
         default="star_rating",
-        description="Star rating column; None to ignore ratings. Optional while left at its "
+        description="Star rating column; 'none' to ignore ratings. Optional while left at its "
         "default: a file without it is read without ratings. Named, it is required.",
     )
     id_column: str = Field(
@@ -78,6 +78,12 @@ class IngestConfig(_Section):
     def rating_column_named(self) -> bool:
         """Whether the rating column was set (TOML, flag, parameter) rather than defaulted."""
         return "rating_column" in self.model_fields_set
+
+    @field_validator("rating_column", mode="before")
+    @classmethod
+    def _none_means_no_rating(cls, value: object) -> object:
+        """'none' (any case) from a flag or TOML means no rating column."""
+        return None if isinstance(value, str) and value.lower() == "none" else value
 
     @field_validator("text_columns")
     @classmethod
@@ -103,7 +109,7 @@ class TokenizerConfig(_Section):
 
 
 class ModelConfig(_Section):
-    embedding_dim: int = Field(default=64, gt=0)
+    embedding_dim: int = Field(default=64, gt=0, description="Embedding size.")
     units: int = Field(default=64, gt=0, description="GRU units.")
     dropout: float = Field(
         default=0.2, ge=0.0, lt=1.0, description="Dropout on the embeddings and the GRU outputs."
@@ -123,8 +129,8 @@ class ModelConfig(_Section):
 
 class TrainConfig(_Section):
     epochs: int = Field(default=30, gt=0, description="At most; early stopping ends sooner.")
-    batch_size: int = Field(default=16, gt=0)
-    learning_rate: float = Field(default=5e-3, gt=0.0)
+    batch_size: int = Field(default=16, gt=0, description="Windows per batch.")
+    learning_rate: float = Field(default=5e-3, gt=0.0, description="Adam learning rate.")
     max_len: int = Field(default=40, ge=2, description="Tokens per training window.")
     buckets: int = Field(
         default=4, ge=1, description="Batch windows by length in this many widths up to max_len."
@@ -157,7 +163,7 @@ class TrainConfig(_Section):
         description="Output-layer products of the exact loss: auto = bf16 (fp32 accumulation) "
         "where the CPU has amx_bf16 or avx512_bf16, else fp32.",
     )
-    seed: int = 42
+    seed: int = Field(default=42, description="Random seed of training.")
 
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -180,7 +186,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 class RegistryConfig(_Section):
-    model_name: str = Field(default="reviewgru", min_length=1)
+    model_name: str = Field(default="reviewgru", min_length=1, description="Registered model name.")
     min_improvement: float = Field(
         default=0.0, ge=0.0, description="Relative perplexity gain needed to replace the champion."
     )
@@ -221,6 +227,13 @@ class RegistryConfig(_Section):
     prompt_top_k: int = Field(default=5, ge=1, description="Next words shown per prompt.")
 
 
+class ServeConfig(_Section):
+    top_k: int = Field(default=5, ge=1, description="Next words returned per text.")
+    model_alias: str = Field(
+        default="champion", min_length=1, description="Alias served when no model URI is given."
+    )
+
+
 class RunnerConfig(_Section):
     task_runner: Literal["threads", "dask"] = Field(
         default="threads", description="dask: tokenize shards as tasks on a Dask cluster."
@@ -238,6 +251,7 @@ class PipelineConfig(_Section):
     train: TrainConfig = TrainConfig()
     registry: RegistryConfig = RegistryConfig()
     runner: RunnerConfig = RunnerConfig()
+    serve: ServeConfig = ServeConfig()
     workdir: Path = Field(default=Path("work"), description="Snapshots, splits and models.")
     until: Stage = Field(default="register", description="Last stage to run.")
 

@@ -243,7 +243,7 @@ def _body(lex: _Lexicon, rng: random.Random, category: str, product: str, rating
     return text.replace("it's", "it&#39;s").strip()
 
 
-def write_sample_reviews(out: Path, rows: int = 4000, seed: int = 0) -> Path:
+def write_sample_reviews(out: Path, rows: int, seed: int = 0) -> Path:
     """Write `rows` synthetic reviews to the CSV `out` (atomically); same seed, same bytes."""
     lex = _Lexicon()
     rng = random.Random(seed)
@@ -270,7 +270,7 @@ def write_sample_reviews(out: Path, rows: int = 4000, seed: int = 0) -> Path:
     return out
 
 
-def demo_dataset(directory: Path, rows: int = 4000) -> Path:
+def demo_dataset(directory: Path, rows: int) -> Path:
     """The demo reviews in `directory`, written on first use (seed 0). The file name carries the
     generator's version: a file of an older generator is not reused."""
     path = directory / f"reviews-{GENERATOR_VERSION}-{rows}.csv"

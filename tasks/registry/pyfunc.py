@@ -24,6 +24,7 @@ MODEL_CODE = TASKS_DIR / "serve" / "next_word_model.py"
 # (Prefect, the trainer, the registry) to load.
 SERVING_CODE = (
     "__init__.py",
+    "config.py",
     "records.py",
     "tokenize/__init__.py",
     "tokenize/tokenizer.py",

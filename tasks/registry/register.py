@@ -122,7 +122,9 @@ def register_model(
         info = mlflow.pyfunc.log_model(
             name=name,
             **files,
-            input_example=pd.DataFrame({"text": ["this blender is"], "top_k": [5]}),
+            input_example=pd.DataFrame(
+                {"text": ["this blender is"], "top_k": [config.serve.top_k]}
+            ),
             pip_requirements=[f"{pkg}=={installed_version(pkg)}" for pkg in SERVING_REQUIREMENTS],
             # The run's params (the whole config) are copied onto the model; add the real size.
             params={"vocab.size": str(data.vocab_size)},

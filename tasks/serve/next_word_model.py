@@ -16,10 +16,11 @@ from mlflow.pyfunc import PythonModel
 from mlflow.types import ColSpec, DataType, Schema
 from mlflow.types.schema import Array, Object, Property
 
+from tasks.config import ServeConfig
 from tasks.tokenize.tokenizer import Vocab
 from tasks.train.scoring import top_next_words
 
-DEFAULT_TOP_K = 5
+DEFAULT_TOP_K = ServeConfig().top_k  # rows without a top_k
 
 INPUT_SCHEMA = Schema(
     [ColSpec(DataType.string, "text"), ColSpec(DataType.long, "top_k", required=False)]

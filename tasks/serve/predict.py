@@ -15,15 +15,15 @@ GENERATION_CANDIDATES = 50
 _NO_SPACE_BEFORE = re.compile(r"\s+([.,!?;:)\]}])")
 
 
-def default_model_uri(model_name: str) -> str:
-    return f"models:/{model_name}@champion"
+def default_model_uri(model_name: str, alias: str) -> str:
+    return f"models:/{model_name}@{alias}"
 
 
 def load_model(model_uri: str) -> PyFuncModel:
     return mlflow.pyfunc.load_model(model_uri)
 
 
-def next_words(model: PyFuncModel, text: str, top_k: int = 5) -> list[dict[str, float | str]]:
+def next_words(model: PyFuncModel, text: str, top_k: int) -> list[dict[str, float | str]]:
     """The `top_k` most probable next words after `text`, most probable first."""
     frame = cast(pd.DataFrame, model.predict(pd.DataFrame({"text": [text], "top_k": [top_k]})))
     return [{"word": str(c["word"]), "p": float(c["p"])} for c in frame["next"].iloc[0]]
