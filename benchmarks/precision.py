@@ -1,6 +1,6 @@
 """The learning curve with bf16 products against fp32: the default recipe on the same data.
 
-The corpus is tests/unit/test_learning.py's (979 real Drugs.com reviews); the default recipe
+The corpus is tests/unit/train/test_learning.py's (979 real Drugs.com reviews); the default recipe
 trains once with ``train.precision = fp32`` and once with ``bf16`` (same seed, same windows), and
 the test perplexity of each is printed with its epochs.
 

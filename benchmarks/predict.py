@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from tasks.registry.pyfunc import save_pyfunc
-from tasks.tokenize.tokenizer import Vocab, encode_texts
+from tasks.tokenize.tokenizer import Tokenizer, Vocab
 from tasks.train.model import build_language_model
 
 VOCAB, EMBEDDING, UNITS = 10_000, 64, 64
@@ -66,7 +66,7 @@ def main() -> None:
         pyfunc = mlflow.pyfunc.load_model(str(root / "pyfunc"))
 
         one = pd.DataFrame({"text": [TEXT], "top_k": [5]})
-        ids = encode_texts([TEXT], vocab)[0][None, :]
+        ids = Tokenizer.of(vocab).encode([TEXT])[0][None, :]
 
         def reference() -> None:
             logits = model.predict(ids, verbose=0)[0, -1]

@@ -134,12 +134,7 @@ def _run_stages(
     with _timed(timings, "ingest"):
         snapshot = ingest_or_reuse(source, config.ingest, workdir / "snapshots")
     summary.data_digest = snapshot.digest
-    summary.rows = {
-        "read": snapshot.rows_read,
-        "ok": snapshot.rows_ok,
-        "quarantined": snapshot.rows_quarantined,
-        "duplicates": snapshot.rows_duplicates,
-    }
+    summary.rows = snapshot.row_counts()
     if not config.runs_stage("tokenize"):
         return
     with _timed(timings, "tokenize"):

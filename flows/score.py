@@ -45,11 +45,6 @@ def score(
         model_uri=model_uri,
         mode=mode,
         out=out,
-        rows={
-            "read": snapshot.rows_read,
-            "ok": snapshot.rows_ok,
-            "quarantined": snapshot.rows_quarantined,
-            "duplicates": snapshot.rows_duplicates,
-        },
+        rows=snapshot.row_counts(),
         rows_written=written,
     )

@@ -41,6 +41,15 @@ class Snapshot(_Record):
     # snapshot is checked against them before use.
     sha256: dict[str, str] = {}
 
+    def row_counts(self) -> dict[str, int]:
+        """What became of every row read, as the run and score summaries show it."""
+        return {
+            "read": self.rows_read,
+            "ok": self.rows_ok,
+            "quarantined": self.rows_quarantined,
+            "duplicates": self.rows_duplicates,
+        }
+
 
 class TokenizedData(_Record):
     """train/val/test Parquet (review_id, language, ids list<int32>; test + text) and vocab.json."""

@@ -19,7 +19,7 @@ from mlflow.entities import DatasetInput, InputTag, Metric, Param, RunStatus
 from mlflow.tracking import MlflowClient
 
 from tasks.config import PipelineConfig
-from tasks.files import file_sha256
+from tasks.files import file_digest
 from tasks.records import SPLITS, TokenizedData
 
 log = logging.getLogger(__name__)
@@ -107,10 +107,6 @@ def log_model_metrics(
 
 def log_artifact(run_id: str, path: Path) -> None:
     MlflowClient().log_artifact(run_id, str(path))
-
-
-def file_digest(path: Path) -> str:
-    return file_sha256(path)[:16]
 
 
 def log_tokenized_inputs(run_id: str, data: TokenizedData) -> None:

@@ -19,7 +19,8 @@ import numpy as np
 import polars as pl
 import pyarrow.parquet as pq
 
-from tasks.tokenize.tokenizer import UNK_ID, Vocab, tokenize_texts, write_bytes_atomically
+from tasks.files import write_bytes_atomically
+from tasks.tokenize.tokenizer import UNK_ID, Tokenizer, Vocab
 from tasks.train.scoring import top_next_words
 
 BOTH_KNOW = "on the same test reviews, words both vocabularies know"
@@ -167,7 +168,7 @@ def draw_prompts(test_path: Path, count: int, words: int) -> list[str]:
     prompts from run to run and new reviews rarely displace them.
     """
     frame = pl.read_parquet(test_path, columns=["review_id", "text"])
-    tokens = tokenize_texts(frame["text"].to_list())
+    tokens = Tokenizer().tokenize(frame["text"].to_list())
     keyed = sorted(
         (hashlib.sha1(str(review_id).encode()).hexdigest(), review_tokens)
         for review_id, review_tokens in zip(frame["review_id"], tokens, strict=True)
@@ -180,7 +181,7 @@ def top_words(model: Any, vocab: Vocab, prompts: list[str], top_k: int) -> list[
     """Per prompt, the model's `top_k` next words with their probabilities, as one string."""
     if not prompts:
         return []
-    candidates = top_next_words(model, vocab, prompts, [top_k] * len(prompts))
+    candidates = top_next_words(model, Tokenizer.of(vocab), prompts, [top_k] * len(prompts))
     return [", ".join(f"{word} ({p:.2f})" for word, p in words) for words in candidates]
 
 

@@ -16,7 +16,6 @@ import keras
 import numpy as np
 import pyarrow.parquet as pq
 
-from tasks import tracking
 from tasks.config import PipelineConfig
 from tasks.evaluate.comparison import (
     TargetScores,
@@ -27,8 +26,9 @@ from tasks.evaluate.comparison import (
     top_words,
     write_comparison,
 )
+from tasks.files import file_digest
 from tasks.records import Champion, ChampionScore, Evaluation, TokenizedData, TrainedModel
-from tasks.tokenize.tokenizer import UNK_ID, Vocab, encode_texts
+from tasks.tokenize.tokenizer import UNK_ID, Tokenizer, Vocab
 from tasks.train.model import load_language_model
 from tasks.train.scoring import score_targets
 from tasks.train.windows import Sequences, pack_sequences, read_sequences
@@ -192,7 +192,7 @@ def score_champion(
     """
     champion_vocab = Vocab.load(champion.vocab_path)
     texts = pq.read_table(test_path, columns=["text"]).column("text").to_pylist()
-    sequences = pack_sequences(encode_texts(texts, champion_vocab))
+    sequences = pack_sequences(Tokenizer.of(champion_vocab).encode(texts))
     model = load_language_model(champion.keras_path)
     theirs, their_owner, their_nll, _ = score_targets(model, sequences, max_len)
     their_top = top_words(model, champion_vocab, prompts, top_k)
@@ -250,7 +250,7 @@ def evaluate_model(
     )
     return Evaluation(
         metrics=metrics,
-        test_digest=tracking.file_digest(test_path),
+        test_digest=file_digest(test_path),
         champion=champion_run.score if champion_run else None,
         comparison_path=comparison,
         side_by_side=rows,

@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import csv
 import itertools
-import os
 import random
-import tempfile
 from pathlib import Path
+
+from tasks.files import atomic_path
 
 COLUMNS = (
     "review_id",
@@ -249,24 +249,18 @@ def write_sample_reviews(out: Path, rows: int, seed: int = 0) -> Path:
     rng = random.Random(seed)
     letters = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
     out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") as fh:
-            writer = csv.writer(fh)
-            writer.writerow(COLUMNS)
-            for _ in range(rows):
-                category = rng.choice(CATEGORIES)
-                product = lex.products[category](rng)
-                product_id = "B0" + "".join(rng.choices(letters, k=8))
-                rating = rng.choices(range(1, 6), weights=RATING_WEIGHTS)[0]
-                title = rng.choice(TITLES[rating]).replace("it's", "it&#39;s")
-                review_id = "R" + "".join(rng.choices(letters, k=13))
-                body = _body(lex, rng, category, product, rating)
-                writer.writerow((review_id, product_id, category, rating, title, body, "en"))
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(out) as tmp, tmp.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(COLUMNS)
+        for _ in range(rows):
+            category = rng.choice(CATEGORIES)
+            product = lex.products[category](rng)
+            product_id = "B0" + "".join(rng.choices(letters, k=8))
+            rating = rng.choices(range(1, 6), weights=RATING_WEIGHTS)[0]
+            title = rng.choice(TITLES[rating]).replace("it's", "it&#39;s")
+            review_id = "R" + "".join(rng.choices(letters, k=13))
+            body = _body(lex, rng, category, product, rating)
+            writer.writerow((review_id, product_id, category, rating, title, body, "en"))
     return out
 
 

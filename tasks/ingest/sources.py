@@ -36,6 +36,7 @@ from fsspec.core import url_to_fs
 from fsspec.utils import infer_compression
 
 from tasks.config import HTTP_CONNECT_TIMEOUT_S, HTTP_READ_TIMEOUT_S, HTTP_RETRY_DELAYS_S
+from tasks.files import feed
 from tasks.records import InputError
 
 log = logging.getLogger(__name__)
@@ -165,8 +166,7 @@ def input_digest(files: list[str]) -> str:
         digest.update(file.rsplit("/", 1)[-1].encode() + b"\0")
         if "file" in fs.protocol or "local" in fs.protocol or "memory" in fs.protocol:
             with fs.open(path, "rb") as fh:
-                for block in iter(lambda: fh.read(1 << 22), b""):
-                    digest.update(block)
+                feed(digest, fh)
         else:
             checksum = with_network_retries(file, lambda: fs.checksum(path))  # noqa: B023
             digest.update(str(checksum).encode())

@@ -26,6 +26,7 @@ SERVING_CODE = (
     "__init__.py",
     "config.py",
     "records.py",
+    "files.py",
     "tokenize/__init__.py",
     "tokenize/tokenizer.py",
     "train/__init__.py",

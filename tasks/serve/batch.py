@@ -8,16 +8,15 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 from pathlib import Path
 from typing import Literal
 
 import keras
 import polars as pl
 
+from tasks.files import atomic_path
 from tasks.records import InputError
-from tasks.tokenize.tokenizer import Vocab, encode_texts
+from tasks.tokenize.tokenizer import Tokenizer, Vocab
 from tasks.train.model import load_language_model
 from tasks.train.scoring import review_perplexities, top_next_words
 from tasks.train.windows import pack_sequences
@@ -38,7 +37,7 @@ def next_word_table(
     nexts: list[list[dict[str, str | float]]] = []
     for batch in reviews.iter_slices(BATCH_REVIEWS):
         texts = batch["text"].to_list()
-        candidates = top_next_words(model, vocab, texts, [top_k] * len(texts))
+        candidates = top_next_words(model, Tokenizer.of(vocab), texts, [top_k] * len(texts))
         ids.extend(batch["review_id"].to_list())
         nexts.extend([{"word": word, "p": p} for word, p in words] for words in candidates)
     schema: dict[str, pl.DataType] = {"review_id": pl.String(), "next": pl.List(CANDIDATE)}
@@ -49,7 +48,7 @@ def perplexity_table(
     model: keras.Model, vocab: Vocab, reviews: pl.DataFrame, max_len: int
 ) -> pl.DataFrame:
     """review_id, tokens, perplexity, text; highest perplexity first (null for 1-token reviews)."""
-    sequences = pack_sequences(encode_texts(reviews["text"].to_list(), vocab))
+    sequences = pack_sequences(Tokenizer.of(vocab).encode(reviews["text"].to_list()))
     perplexity, tokens = review_perplexities(model, sequences, max_len)
     return (
         reviews.select("review_id", "text")
@@ -77,16 +76,11 @@ def write_table(table: pl.DataFrame, out: Path) -> None:
     if suffix not in {".parquet", ".csv"}:
         raise InputError(f"{out}: output must end in .parquet or .csv")
     out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=suffix)
-    os.close(fd)
-    try:
+    with atomic_path(out, suffix) as tmp:
         if suffix == ".parquet":
             table.write_parquet(tmp)
         else:
             _nested_as_json(table).write_csv(tmp)
-        os.replace(tmp, out)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
 
 
 def score_snapshot(

@@ -17,7 +17,7 @@ from mlflow.types import ColSpec, DataType, Schema
 from mlflow.types.schema import Array, Object, Property
 
 from tasks.config import ServeConfig
-from tasks.tokenize.tokenizer import Vocab
+from tasks.tokenize.tokenizer import Tokenizer
 from tasks.train.scoring import top_next_words
 
 DEFAULT_TOP_K = ServeConfig().top_k  # rows without a top_k
@@ -36,7 +36,7 @@ class NextWordModel(PythonModel):
         from tasks.train.model import load_language_model
 
         self.model = load_language_model(context.artifacts["keras_model"])
-        self.vocab = Vocab.load(Path(context.artifacts["vocab"]))
+        self.tokenizer = Tokenizer.load(Path(context.artifacts["vocab"]))
 
     def predict(
         self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
@@ -46,7 +46,7 @@ class NextWordModel(PythonModel):
             top_k = [int(k) if pd.notna(k) else DEFAULT_TOP_K for k in model_input["top_k"]]
         else:
             top_k = [DEFAULT_TOP_K] * len(texts)
-        candidates = top_next_words(self.model, self.vocab, texts, top_k)
+        candidates = top_next_words(self.model, self.tokenizer, texts, top_k)
         return pd.DataFrame(
             {
                 "text": texts,

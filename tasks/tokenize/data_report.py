@@ -9,13 +9,13 @@ from __future__ import annotations
 import pyarrow.parquet as pq
 
 from tasks.records import SPLITS, Champion, Drift, Snapshot, TokenizedData
-from tasks.tokenize.tokenizer import UNK_ID, Vocab, encode_texts
+from tasks.tokenize.tokenizer import UNK_ID, Tokenizer, Vocab
 
 OOV_SAMPLE_REVIEWS = 20_000  # test reviews re-encoded with the champion's vocabulary, at most
 
 
 def _oov_rate(texts: list[str], vocab: Vocab) -> float:
-    ids = encode_texts(texts, vocab)
+    ids = Tokenizer.of(vocab).encode(texts)
     total = sum(len(row) for row in ids)
     return sum(int((row == UNK_ID).sum()) for row in ids) / total if total else 0.0
 

@@ -24,9 +24,9 @@ import polars as pl
 import pyarrow.parquet as pq
 
 from tasks.config import TokenizerConfig
-from tasks.files import file_sha256
+from tasks.files import file_sha256, write_bytes_atomically
 from tasks.records import SPLITS, TokenizedData
-from tasks.tokenize.tokenizer import UNK_ID, Vocab, tokens_series, write_bytes_atomically
+from tasks.tokenize.tokenizer import UNK_ID, Tokenizer, Vocab
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -70,12 +70,14 @@ def _replace_dir(tmp: Path, out_dir: Path) -> None:
         shutil.rmtree(old)
 
 
+def tokenizer_of(cfg: TokenizerConfig) -> Tokenizer:
+    return Tokenizer(cfg.lowercase, cfg.url_placeholder, cfg.number_placeholder)
+
+
 def tokenize_frame(frame: pl.DataFrame, cfg: TokenizerConfig) -> pl.DataFrame:
     """Snapshot rows → review_id, language, split, tokens, text and rating (test split only)."""
     split = splits_of(frame["review_id"], cfg.val_fraction, cfg.test_fraction)
-    tokens = tokens_series(
-        frame["text"], cfg.lowercase, cfg.url_placeholder, cfg.number_placeholder
-    )
+    tokens = tokenizer_of(cfg).tokens_series(frame["text"])
     return frame.select(
         "review_id",
         "language",
@@ -186,10 +188,10 @@ def tokenize_shard(shard: Shard, cfg: TokenizerConfig) -> Shard:
 
 def encode_shard(shard: Shard, vocab_path: Path) -> ShardStats:
     """Pass 2 on one shard: tokens → ids with the vocabulary, a Parquet part per split."""
-    vocab = Vocab.load(vocab_path)
+    tokenizer = Tokenizer.load(vocab_path)
     tokens = pl.read_parquet(shard.part("tokens"))
     kept = tokens.filter(pl.col("tokens").list.len() > 0)
-    ids = kept.with_columns(vocab.ids_expr(pl.col("tokens")).alias("ids")).drop("tokens")
+    ids = kept.with_columns(tokenizer.ids_expr(pl.col("tokens")).alias("ids")).drop("tokens")
     stats = ShardStats(without_tokens=tokens.height - kept.height)
     languages = ids.group_by(pl.col("language").fill_null("unknown")).len()
     stats.languages.update(dict(languages.iter_rows()))
@@ -242,14 +244,7 @@ def tokenize_snapshot(
         shards = mapper(partial(tokenize_shard, cfg=cfg), shards_of(snapshot, tmp))
         if not shards:
             raise ValueError(f"{snapshot}: no reviews to tokenize")
-        vocab = Vocab.from_counts(
-            _merged_counts(shards),
-            cfg.vocab_size,
-            cfg.lowercase,
-            cfg.min_count,
-            urls=cfg.url_placeholder,
-            numbers=cfg.number_placeholder,
-        )
+        vocab = tokenizer_of(cfg).build_vocab(_merged_counts(shards), cfg.vocab_size, cfg.min_count)
         vocab.save(tmp / "vocab.json")
         stats = ShardStats()
         for shard_stats in mapper(partial(encode_shard, vocab_path=tmp / "vocab.json"), shards):

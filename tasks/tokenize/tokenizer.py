@@ -1,21 +1,21 @@
-"""Text → tokens → ids: the one normalization and tokenizer, run at training and at serving.
+"""Text → tokens → ids: the `Tokenizer`, run at training and at serving, and its `Vocab`.
 
-`tokenization.py` builds the training data with these functions and the registered model
-(`next_word_model.py`) runs the very same ones on raw text: train/serve skew is a bug class. This
-module imports only polars and numpy so that the served model needs nothing else from reviewgru.
+`dataset.py` builds the training data with a Tokenizer and the registered model
+(`tasks/serve/next_word_model.py`) runs the same object, loaded from vocab.json, on raw text:
+train/serve skew is a bug class. The module imports only polars and numpy (and the tag pattern
+from records.py) so that the served model needs little else from reviewgru.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 
+from tasks.files import write_bytes_atomically
 from tasks.records import HTML_TAG
 
 PAD, UNK = "[PAD]", "[UNK]"
@@ -68,28 +68,17 @@ def _clean(text: pl.Expr, lowercase: bool, urls: bool, numbers: bool) -> pl.Expr
     return _case_and_placeholders(_unicode(_markup(text)), lowercase, urls, numbers)
 
 
-def normalize_expr(
-    text: pl.Expr, lowercase: bool = True, urls: bool = False, numbers: bool = False
-) -> pl.Expr:
+def _normalized(text: pl.Expr, lowercase: bool, urls: bool, numbers: bool) -> pl.Expr:
     """HTML tags → space, entities unescaped, NFKC, curly apostrophe → ', lowercase, one space;
     optionally URLs → [URL] and numbers → [NUM]."""
     cleaned = _clean(text, lowercase, urls, numbers)
     return cleaned.str.replace_all(r"\s+", " ").str.strip_chars()
 
 
-def tokens_expr(
-    text: pl.Expr, lowercase: bool = True, urls: bool = False, numbers: bool = False
-) -> pl.Expr:
-    """Normalized text → list[str] of tokens (whitespace never matters to the tokens, so it is
-    not collapsed first)."""
-    return _clean(text, lowercase, urls, numbers).str.extract_all(token_pattern)
-
-
-def tokens_series(
-    texts: pl.Series, lowercase: bool = True, urls: bool = False, numbers: bool = False
-) -> pl.Series:
-    """`tokens_expr` on a Series, the Unicode steps run only on the non-ASCII texts (on ASCII
-    they change nothing): the same tokens, faster. For batch tokenization."""
+def _tokens_series(texts: pl.Series, lowercase: bool, urls: bool, numbers: bool) -> pl.Series:
+    """Texts → list[str] of tokens, the Unicode steps run only on the non-ASCII texts (on ASCII
+    they change nothing): the same tokens as on every text, faster. Whitespace never matters to
+    the tokens, so it is not collapsed first."""
     cleaned = texts.alias("t").to_frame().select(_markup(pl.col("t"))).to_series()
     non_ascii = (cleaned.str.len_bytes() != cleaned.str.len_chars()).arg_true()
     if non_ascii.len():
@@ -99,30 +88,6 @@ def tokens_series(
     return (
         cleaned.to_frame().select(rest.str.extract_all(token_pattern)).to_series().alias(texts.name)
     )
-
-
-def tokenize_texts(
-    texts: Sequence[str], lowercase: bool = True, urls: bool = False, numbers: bool = False
-) -> list[list[str]]:
-    frame = pl.DataFrame({"text": list(texts)}, schema={"text": pl.String})
-    return frame.select(tokens_expr(pl.col("text"), lowercase, urls, numbers))["text"].to_list()
-
-
-def tokenize_text(
-    text: str, lowercase: bool = True, urls: bool = False, numbers: bool = False
-) -> list[str]:
-    return tokenize_texts([text], lowercase, urls, numbers)[0]
-
-
-def write_bytes_atomically(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class Vocab:
@@ -212,11 +177,59 @@ class Vocab:
         )
 
 
-def encode_texts(texts: Sequence[str], vocab: Vocab) -> list[np.ndarray]:
-    """Raw texts → id arrays, with the normalization the vocabulary was built with.
+class Tokenizer:
+    """Text → tokens → ids: the one tokenizer, used to build the training data and by the served
+    model. Its settings travel in vocab.json, so a model tokenizes as its data was tokenized."""
 
-    Tokens come from the polars expression; ids from the vocabulary's dict, which for the few
-    texts of a request is ~4× faster than `ids_expr` (its 10 000-entry mapping is rebuilt per call).
-    """
-    tokens = tokenize_texts(texts, vocab.lowercase, vocab.urls, vocab.numbers)
-    return [vocab.encode(t) for t in tokens]
+    def __init__(
+        self,
+        lowercase: bool = True,
+        urls: bool = False,
+        numbers: bool = False,
+        vocab: Vocab | None = None,
+    ) -> None:
+        self.lowercase, self.urls, self.numbers = lowercase, urls, numbers
+        self._vocab = vocab
+
+    @classmethod
+    def of(cls, vocab: Vocab) -> Tokenizer:
+        """The tokenizer a vocabulary was built with, mapping to its ids."""
+        return cls(vocab.lowercase, vocab.urls, vocab.numbers, vocab)
+
+    @classmethod
+    def load(cls, vocab_path: Path) -> Tokenizer:
+        return cls.of(Vocab.load(vocab_path))
+
+    @property
+    def vocab(self) -> Vocab:
+        if self._vocab is None:
+            raise ValueError("this tokenizer has no vocabulary yet: build one from its tokens")
+        return self._vocab
+
+    def build_vocab(self, counts: pl.DataFrame, size: int, min_count: int = 1) -> Vocab:
+        """The vocabulary of a frame of token, count, recording this tokenizer's settings."""
+        return Vocab.from_counts(
+            counts, size, self.lowercase, min_count, urls=self.urls, numbers=self.numbers
+        )
+
+    def normalize(self, texts: Sequence[str]) -> list[str]:
+        """The texts as the tokenizer sees them (for display and tests)."""
+        frame = pl.DataFrame({"t": list(texts)}, schema={"t": pl.String})
+        expr = _normalized(pl.col("t"), self.lowercase, self.urls, self.numbers)
+        return frame.select(expr).to_series().to_list()
+
+    def tokens_series(self, texts: pl.Series) -> pl.Series:
+        """A String Series → a list[str] Series of tokens (the batch path)."""
+        return _tokens_series(texts, self.lowercase, self.urls, self.numbers)
+
+    def tokenize(self, texts: Sequence[str]) -> list[list[str]]:
+        return self.tokens_series(pl.Series("t", list(texts), dtype=pl.String)).to_list()
+
+    def ids_expr(self, tokens: pl.Expr) -> pl.Expr:
+        """list[str] → list[int32] of ids, unknown tokens → 1 (the batch path)."""
+        return self.vocab.ids_expr(tokens)
+
+    def encode(self, texts: Sequence[str]) -> list[np.ndarray]:
+        """Raw texts → id arrays. Ids come from the vocabulary's dict, which for the few texts of
+        a request beats `ids_expr` (its mapping is rebuilt per call; see README, Benchmarks)."""
+        return [self.vocab.encode(tokens) for tokens in self.tokenize(texts)]

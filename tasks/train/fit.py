@@ -16,6 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 from tasks.config import ModelConfig, TrainConfig
+from tasks.files import atomic_path
 from tasks.records import InputError, TokenizedData, TrainedModel
 from tasks.train.disk_space import RoomForBackup, ensure_room_for
 from tasks.train.fused_softmax import FusedSoftmaxTraining, resolve_precision
@@ -308,13 +309,9 @@ def train_model(
 
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "model.keras"
-    tmp = out_dir / f".model-{os.getpid()}.tmp.keras"
-    try:
+    with atomic_path(path, ".tmp.keras") as tmp:  # Keras picks the format by the extension
         ensure_room_for(model, out_dir, copies=1)
         model.save(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
     best_here = int(np.argmin(history["val_loss"]))
     trained = TrainedModel(

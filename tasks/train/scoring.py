@@ -13,7 +13,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tasks.tokenize.tokenizer import Vocab, encode_texts
+from tasks.tokenize.tokenizer import Tokenizer
 from tasks.train.model import next_word_probabilities
 from tasks.train.windows import Sequences, make_windows, window_owners
 
@@ -65,9 +65,9 @@ def score_targets(
     return y[real], target_owner, np.concatenate(nlls), np.concatenate(ranks)
 
 
-def next_word_distribution(model: Any, vocab: Vocab, texts: list[str]) -> np.ndarray:
+def next_word_distribution(model: Any, tokenizer: Tokenizer, texts: list[str]) -> np.ndarray:
     """P(next word | text) over the whole vocabulary, one row per text (rows sum to 1)."""
-    sequences = encode_texts(texts, vocab)
+    sequences = tokenizer.encode(texts)
     empty = [text for text, ids in zip(texts, sequences, strict=True) if len(ids) == 0]
     if empty:
         raise ValueError(f"no words to continue in {empty[0]!r}: give at least one word")
@@ -79,10 +79,11 @@ def next_word_distribution(model: Any, vocab: Vocab, texts: list[str]) -> np.nda
 
 
 def top_next_words(
-    model: Any, vocab: Vocab, texts: list[str], top_k: list[int]
+    model: Any, tokenizer: Tokenizer, texts: list[str], top_k: list[int]
 ) -> list[list[tuple[str, float]]]:
     """The `top_k[i]` most probable next words of `texts[i]`, most probable first."""
-    probabilities = next_word_distribution(model, vocab, texts)
+    probabilities = next_word_distribution(model, tokenizer, texts)
+    vocab = tokenizer.vocab
     scores = probabilities.copy()
     scores[:, list(SPECIAL_IDS)] = -np.inf
     words = probabilities.shape[1] - len(SPECIAL_IDS)

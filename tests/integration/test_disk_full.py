@@ -10,10 +10,11 @@ import pytest
 
 from flows.failures import explain
 from tasks.config import IngestConfig, TokenizerConfig
+from tasks.files import write_bytes_atomically
 from tasks.ingest.sample_data import write_sample_reviews
 from tasks.ingest.snapshot import ingest
+from tasks.records import TokenizedData
 from tasks.tokenize.dataset import tokenize_snapshot
-from tasks.tokenize.tokenizer import write_bytes_atomically
 
 pytestmark = [pytest.mark.integration]
 
@@ -76,10 +77,11 @@ def test_the_cli_says_the_disk_is_full(tmp_path: Path, full_disk: Path, reviewgr
     assert not list((full_disk / "snapshots").glob("*"))
 
 
-def test_a_model_write_that_fills_the_disk_is_never_read(tmp_path: Path, full_disk: Path) -> None:
+def test_a_model_write_that_fills_the_disk_is_never_read(
+    tmp_path: Path, full_disk: Path, toy_data: Callable[..., TokenizedData]
+) -> None:
     from tasks.config import ModelConfig, TrainConfig
     from tasks.train.fit import train_model
-    from tests.unit.test_train import toy_data
 
     data = toy_data(tmp_path)
     model, train = ModelConfig(embedding_dim=8, units=16), TrainConfig(epochs=2, max_len=8)

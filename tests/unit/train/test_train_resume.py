@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import keras
@@ -14,7 +15,6 @@ from tasks.config import ModelConfig, TrainConfig
 from tasks.records import TokenizedData
 from tasks.train.fit import BACKUP_METADATA, BACKUP_WEIGHTS, make_dataset, train_model
 from tasks.train.windows import load_windows
-from tests.unit.test_train import toy_data
 
 MODEL = ModelConfig(embedding_dim=8, units=16)
 # No early stop: every test knows how many epochs its fit runs.
@@ -41,7 +41,9 @@ class InterruptAfter(keras.callbacks.Callback):
 
 
 @pytest.fixture(scope="module")
-def interrupted(tmp_path_factory: pytest.TempPathFactory) -> tuple[TokenizedData, Path]:
+def interrupted(
+    tmp_path_factory: pytest.TempPathFactory, toy_data: Callable[..., TokenizedData]
+) -> tuple[TokenizedData, Path]:
     """Toy data and the backup directory a fit left when it died after its second epoch."""
     directory = tmp_path_factory.mktemp("interrupted")
     data = toy_data(directory)

@@ -21,7 +21,7 @@ from tasks.train.windows import read_sequences
 
 pytestmark = pytest.mark.slow
 
-REVIEWS = Path(__file__).parents[1] / "data" / "drugscom-979.tsv"
+REVIEWS = Path(__file__).parents[2] / "data" / "drugscom-979.tsv"
 
 
 def test_defaults_beat_the_bigram_on_real_reviews(tmp_path: Path) -> None:

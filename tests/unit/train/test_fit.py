@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import keras
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
 from tasks.config import ModelConfig, TrainConfig
@@ -23,50 +22,8 @@ from tasks.train.windows import (
     read_sequences,
 )
 
-TOY_VOCAB = 12
 
-
-def write_split(path: Path, reviews: list[list[int]], row_group_size: int = 64) -> None:
-    table = pa.table(
-        {
-            "review_id": [f"r{i}" for i in range(len(reviews))],
-            "language": ["en"] * len(reviews),
-            "ids": pa.array(reviews, type=pa.list_(pa.int32())),
-        }
-    )
-    pq.write_table(table, path, row_group_size=row_group_size)
-
-
-def toy_reviews(count: int, rng: np.random.Generator) -> list[list[int]]:
-    """Reviews counting up through ids 2..11 and wrapping: the next word is always predictable."""
-    starts = rng.integers(0, TOY_VOCAB - 2, size=count)
-    lengths = rng.integers(4, 14, size=count)
-    return [
-        [2 + (s + k) % (TOY_VOCAB - 2) for k in range(n)]
-        for s, n in zip(starts, lengths, strict=True)
-    ]
-
-
-def toy_data(directory: Path, val_reviews: list[list[int]] | None = None) -> TokenizedData:
-    rng = np.random.default_rng(7)
-    splits = {
-        "train": toy_reviews(200, rng),
-        "val": toy_reviews(40, rng) if val_reviews is None else val_reviews,
-        "test": toy_reviews(40, rng),
-    }
-    for split, reviews in splits.items():
-        write_split(directory / f"{split}.parquet", reviews)
-    return TokenizedData(
-        dir=directory,
-        digest="toy",
-        vocab_size=TOY_VOCAB,
-        reviews={split: len(reviews) for split, reviews in splits.items()},
-        tokens={split: sum(map(len, reviews)) for split, reviews in splits.items()},
-        oov_rate={split: 0.0 for split in splits},
-    )
-
-
-def test_windows_cut_pad_and_stride(tmp_path: Path) -> None:
+def test_windows_cut_pad_and_stride(tmp_path: Path, write_split: Callable[..., None]) -> None:
     reviews = [[5, 6, 7, 8, 9, 10, 11], [2], [3, 4], [], [12, 13, 14, 15, 16]]
     # Two row groups: the ids column arrives in chunks and is combined.
     write_split(tmp_path / "s.parquet", reviews, row_group_size=2)
@@ -78,7 +35,9 @@ def test_windows_cut_pad_and_stride(tmp_path: Path) -> None:
     assert x.shape == (5, 3)
 
 
-def test_every_non_first_token_is_a_target_once(tmp_path: Path) -> None:
+def test_every_non_first_token_is_a_target_once(
+    tmp_path: Path, write_split: Callable[..., None]
+) -> None:
     rng = np.random.default_rng(0)
     lengths = rng.integers(0, 30, size=100)
     ids = iter(range(1, int(lengths.sum()) + 1))  # unique ids: each token is identifiable
@@ -93,7 +52,7 @@ def test_every_non_first_token_is_a_target_once(tmp_path: Path) -> None:
     assert np.all(np.diff((y == 0).astype(int), axis=1) >= 0)
 
 
-def test_empty_split_has_no_windows(tmp_path: Path) -> None:
+def test_empty_split_has_no_windows(tmp_path: Path, write_split: Callable[..., None]) -> None:
     write_split(tmp_path / "s.parquet", [[4], []])
     x, y = load_windows(tmp_path / "s.parquet", max_len=5)
     assert x.shape == y.shape == (0, 5)
@@ -125,7 +84,9 @@ def test_bucket_widths_round_real_targets_up() -> None:
     np.testing.assert_array_equal(bucket_widths(y[:4, :7], 3), [3, 3, 3, 5])
 
 
-def test_bucketed_batches_keep_every_target_and_cut_only_padding(tmp_path: Path) -> None:
+def test_bucketed_batches_keep_every_target_and_cut_only_padding(
+    tmp_path: Path, write_split: Callable[..., None]
+) -> None:
     rng = np.random.default_rng(1)
     write_split(tmp_path / "s.parquet", [list(range(1, n + 1)) for n in rng.integers(2, 30, 300)])
     x, y = load_windows(tmp_path / "s.parquet", max_len=12)
@@ -163,7 +124,9 @@ def test_pack_sequences_matches_flat_layout() -> None:
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[TrainedModel, TokenizedData]:
+def trained(
+    tmp_path_factory: pytest.TempPathFactory, toy_data: Callable[..., TokenizedData]
+) -> tuple[TrainedModel, TokenizedData]:
     directory = tmp_path_factory.mktemp("toy")
     data = toy_data(directory)
     cfg = TrainConfig(epochs=3, batch_size=16, learning_rate=1e-2, max_len=8)
@@ -174,11 +137,11 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[TrainedModel, Tok
 def test_training_lowers_the_loss_and_records_history(
     trained: tuple[TrainedModel, TokenizedData],
 ) -> None:
-    result, _ = trained
+    result, data = trained
     history = result.history
     assert result.epochs_run == 3
     assert history["loss"][-1] < history["loss"][0]
-    assert history["val_loss"][-1] < np.log(TOY_VOCAB - 1)  # better than uniform guessing
+    assert history["val_loss"][-1] < np.log(data.vocab_size - 1)  # better than uniform guessing
     for key in ("val_loss", "val_accuracy", "perplexity", "val_perplexity"):
         assert len(history[key]) == 3
     np.testing.assert_allclose(history["val_perplexity"], np.exp(history["val_loss"]))
@@ -193,12 +156,12 @@ def test_training_lowers_the_loss_and_records_history(
 
 
 def test_saved_model_reloads(trained: tuple[TrainedModel, TokenizedData]) -> None:
-    result, _ = trained
+    result, data = trained
     assert result.path.name == "model.keras"
     assert [p.name for p in result.path.parent.iterdir()] == ["model.keras"]  # no temp left
     model = keras.models.load_model(result.path)
     logits = np.asarray(model(np.array([[2, 3, 4]], dtype=np.int32)))
-    assert logits.shape == (1, 3, TOY_VOCAB)
+    assert logits.shape == (1, 3, data.vocab_size)
     assert int(logits[0, -1].argmax()) == 5  # 2, 3, 4 → 5 is learned
 
 
@@ -215,7 +178,9 @@ class PoisonWeights(keras.callbacks.Callback):
             table.assign(np.full(table.shape, np.nan, dtype="float32"))
 
 
-def test_nan_run_raises_and_saves_nothing(tmp_path: Path) -> None:
+def test_nan_run_raises_and_saves_nothing(
+    tmp_path: Path, toy_data: Callable[..., TokenizedData]
+) -> None:
     data = toy_data(tmp_path)
     cfg = TrainConfig(epochs=2, batch_size=16, max_len=8)
     with pytest.raises(RuntimeError, match="NaN or Inf"):
@@ -225,7 +190,9 @@ def test_nan_run_raises_and_saves_nothing(tmp_path: Path) -> None:
     assert not (tmp_path / "out" / "model.keras").exists()
 
 
-def test_val_split_without_windows_is_refused(tmp_path: Path) -> None:
+def test_val_split_without_windows_is_refused(
+    tmp_path: Path, toy_data: Callable[..., TokenizedData]
+) -> None:
     data = toy_data(tmp_path, val_reviews=[[3], [4]])
     with pytest.raises(ValueError, match=r"val\.parquet yields no training windows"):
         train_model(data, ModelConfig(), TrainConfig(), tmp_path / "out")
@@ -236,7 +203,9 @@ def test_val_split_without_windows_is_refused(tmp_path: Path) -> None:
     [{}, {"loss": "sampled", "sampled_negatives": 4}, {"strategy": "mirrored"}],
     ids=["defaults", "sampled-loss", "mirrored-strategy"],
 )
-def test_training_options_learn_and_save_the_plain_model(tmp_path: Path, options: dict) -> None:
+def test_training_options_learn_and_save_the_plain_model(
+    tmp_path: Path, options: dict, toy_data: Callable[..., TokenizedData]
+) -> None:
     """Sampled softmax trains, but validation is exact; a strategy changes nothing saved."""
     data = toy_data(tmp_path)
     cfg = TrainConfig(epochs=4, batch_size=16, max_len=8, learning_rate=0.02, **options)
@@ -244,7 +213,7 @@ def test_training_options_learn_and_save_the_plain_model(tmp_path: Path, options
 
     history = result.history
     assert set(history) >= {"loss", "val_loss", "val_accuracy", "val_perplexity"}
-    assert history["val_loss"][-1] < history["val_loss"][0] < np.log(TOY_VOCAB)
+    assert history["val_loss"][-1] < history["val_loss"][0] < np.log(data.vocab_size)
     model = keras.models.load_model(result.path, compile=False)
     assert model.name == "gru_language_model"
     # The val loss is the mean over every real target of the best weights (early stopping

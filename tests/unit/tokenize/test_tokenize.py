@@ -8,18 +8,15 @@ import pytest
 
 from tasks.config import TokenizerConfig
 from tasks.tokenize.dataset import splits_of, tokenize_snapshot
-from tasks.tokenize.tokenizer import (
-    UNK_ID,
-    Vocab,
-    encode_texts,
-    normalize_expr,
-    tokenize_text,
-    tokenize_texts,
-)
+from tasks.tokenize.tokenizer import UNK_ID, Tokenizer, Vocab
 
 
 def normalize(text: str, lowercase: bool = True) -> str:
-    return pl.select(normalize_expr(pl.lit(text), lowercase)).item()
+    return Tokenizer(lowercase).normalize([text])[0]
+
+
+def tokenize_text(text: str, lowercase: bool = True) -> list[str]:
+    return Tokenizer(lowercase).tokenize([text])[0]
 
 
 @pytest.mark.parametrize(
@@ -63,7 +60,7 @@ def test_tokens() -> None:
     ]
     assert tokenize_text("abc漢字") == ["abc", "漢", "字"]
     assert tokenize_text("   ") == []
-    assert tokenize_texts(["A b", "C."]) == [["a", "b"], ["c", "."]]
+    assert Tokenizer().tokenize(["A b", "C."]) == [["a", "b"], ["c", "."]]
 
 
 def test_split_is_stable_and_balanced() -> None:
@@ -100,9 +97,9 @@ def test_vocab_ties_by_token_and_round_trip(tmp_path: Path) -> None:
     assert json.loads((tmp_path / "vocab.json").read_text())["tokens"][:2] == ["[PAD]", "[UNK]"]
 
 
-def test_encode_texts_normalizes_like_training() -> None:
+def test_encode_normalizes_like_training() -> None:
     vocab = Vocab(["[PAD]", "[UNK]", "it's", "great", "."], [0, 0, 3, 2, 1], lowercase=True)
-    out = encode_texts(["It&#39;s GREAT.", "nope"], vocab)
+    out = Tokenizer.of(vocab).encode(["It&#39;s GREAT.", "nope"])
     assert [a.tolist() for a in out] == [[2, 3, 4], [UNK_ID]]
     assert out[0].dtype == np.int32
 
