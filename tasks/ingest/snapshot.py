@@ -178,10 +178,11 @@ def _text_digest(texts: pl.Series) -> pl.Series:
 
 class _Seen:
     """The review ids written so far. A batch is checked against sorted 64-bit hashes of them
-    (binary search, not a join that re-hashed every id seen per batch: 80 s → 44 s of ingest at
-    2 GB); the ids whose hash is there are confirmed on the ids themselves, so a collision drops
-    no review. Keeping the hashes sorted still copies them once per batch, and a batch with
-    repeated ids scans the ids seen: linear per batch, with a small constant."""
+    (binary search, not a join that re-hashed every id seen per batch, which dominated large
+    ingests: README, Benchmarks); the ids whose hash is there are confirmed on the ids
+    themselves, so a collision drops no review. Keeping the hashes sorted still copies them once
+    per batch, and a batch with repeated ids scans the ids seen: linear per batch, with a small
+    constant."""
 
     def __init__(self) -> None:
         self.hashes = np.empty(0, dtype=np.uint64)

@@ -63,7 +63,7 @@ def paired_bootstrap(
         size = min(chunk, resamples - start)
         drawn = rng.integers(0, reviews, size=(size, reviews))
         # How often each review was drawn, per resample, then the four sums as one product:
-        # measured 2.3x faster than gathering each array at the drawn indices.
+        # one pass over the draws instead of a gather per array (README, Benchmarks).
         drawn += np.arange(size)[:, None] * reviews
         times = np.bincount(drawn.ravel(), minlength=size * reviews).reshape(size, reviews)
         ours_loss, ours_n, theirs_loss, theirs_n = (times @ columns).T

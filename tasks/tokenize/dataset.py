@@ -233,7 +233,7 @@ def tokenize_snapshot(
     """Snapshot Parquet → train/val/test Parquet of ids + vocab.json + manifest.json in `out_dir`.
 
     Two passes over shards (the snapshot's row groups), each shard's work run by `mapper`
-    (threads here, or tasks on a Dask cluster, see `tokenize_on_task_runner`): tokenize and count
+    (threads here, or tasks on a Dask cluster, see `task.map_as_tasks`): tokenize and count
     the train split's tokens; then, with the vocabulary of the merged counts, map tokens to ids.
     Parts are joined in shard order, so every mapper gives byte-identical files. Memory does not
     grow with the snapshot.

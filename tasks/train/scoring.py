@@ -37,8 +37,8 @@ def score_targets(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Every non-first token of every review: its id, its review, its NLL and its logit rank.
 
-    The logits of a batch take B × max_len × V floats: at vocab 10000, max_len 40, 64 windows
-    peak ≈ +0.4 GB and run faster than 256 (≈ +1.3 GB).
+    The logits of a batch take B × max_len × V floats, so the batch is small: larger ones use
+    more memory without running faster (README, Benchmarks).
     """
     x, y = make_windows(sequences, max_len)
     owners = window_owners(sequences, max_len)
