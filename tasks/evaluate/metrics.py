@@ -16,7 +16,7 @@ import keras
 import numpy as np
 import pyarrow.parquet as pq
 
-from tasks.config import PipelineConfig
+from tasks.config import RegistryConfig
 from tasks.evaluate.comparison import (
     TargetScores,
     draw_prompts,
@@ -216,10 +216,14 @@ def score_champion(
 
 
 def evaluate_model(
-    trained: TrainedModel, data: TokenizedData, config: PipelineConfig, champion: Champion | None
+    trained: TrainedModel,
+    data: TokenizedData,
+    max_len: int,
+    rules: RegistryConfig,
+    champion: Champion | None,
 ) -> Evaluation:
     """Test metrics, baselines, the champion on the same reviews, and the prompts side by side."""
-    test_path, max_len, rules = data.split_path("test"), config.train.max_len, config.registry
+    test_path = data.split_path("test")
     model = load_language_model(trained.path)
     sequences = read_sequences(test_path)
     targets, owner, nll, rank = score_targets(model, sequences, max_len)

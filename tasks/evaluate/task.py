@@ -18,7 +18,7 @@ def evaluate_task(
     run_id: str,
     champion: Champion | None = None,
 ) -> Evaluation:
-    evaluation = evaluate_model(trained, data, config, champion)
+    evaluation = evaluate_model(trained, data, config.train.max_len, config.registry, champion)
     tracking.log_side_by_side(run_id, evaluation.side_by_side)
     logged = dict(evaluation.metrics)
     rescored = evaluation.champion
