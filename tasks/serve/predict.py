@@ -11,6 +11,8 @@ import mlflow
 import pandas as pd
 from mlflow.pyfunc import PyFuncModel
 
+from tasks.config import ServeConfig
+
 GENERATION_CANDIDATES = 50
 _NO_SPACE_BEFORE = re.compile(r"\s+([.,!?;:)\]}])")
 
@@ -23,7 +25,9 @@ def load_model(model_uri: str) -> PyFuncModel:
     return mlflow.pyfunc.load_model(model_uri)
 
 
-def next_words(model: PyFuncModel, text: str, top_k: int) -> list[dict[str, float | str]]:
+def next_words(
+    model: PyFuncModel, text: str, top_k: int = ServeConfig().top_k
+) -> list[dict[str, float | str]]:
     """The `top_k` most probable next words after `text`, most probable first."""
     frame = cast(pd.DataFrame, model.predict(pd.DataFrame({"text": [text], "top_k": [top_k]})))
     return [{"word": str(c["word"]), "p": float(c["p"])} for c in frame["next"].iloc[0]]
