@@ -1,6 +1,6 @@
 """The tokenize stage: snapshot → train/val/test Parquet of token ids + vocab.json + manifest.
 
-Text normalization and the tokenizer live in `text.py`, shared with the served model.
+Text normalization and the tokenizer live in `tokenizer.py`, shared with the served model.
 """
 
 from __future__ import annotations

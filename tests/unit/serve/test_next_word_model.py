@@ -9,7 +9,7 @@ import pandas as pd
 import polars as pl
 import pytest
 
-from tasks.registry.pyfunc import save_pyfunc
+from tasks.registry.pyfunc import SERVING_CODE, save_pyfunc
 from tasks.serve.batch import next_word_table, write_table
 from tasks.serve.next_word_model import OUTPUT_SCHEMA
 from tasks.serve.predict import generate, next_words
@@ -93,3 +93,13 @@ def test_generation_is_reproducible_with_a_seed(pyfunc_model: mlflow.pyfunc.PyFu
     assert first.startswith("the ")
     assert "[UNK]" not in first and "[PAD]" not in first
     assert len(first.split()) >= 5
+
+
+def test_the_saved_model_ships_only_the_serving_modules(tmp_path: Path) -> None:
+    Vocab(TOKENS, [0, 0, 5, 4, 3, 2, 1], lowercase=True).save(tmp_path / "vocab.json")
+    build_language_model(len(TOKENS), embedding_dim=4, units=4).save(tmp_path / "model.keras")
+    save_pyfunc(tmp_path / "saved", tmp_path / "model.keras", tmp_path / "vocab.json")
+    code = tmp_path / "saved" / "code" / "tasks"
+    shipped = {str(p.relative_to(code)) for p in code.rglob("*.py")}
+    assert shipped == set(SERVING_CODE)
+    assert not {"registry/register.py", "train/fit.py", "ingest/task.py"} & shipped
