@@ -30,6 +30,7 @@ from flows.sharded import tokenize_on_dask
 from tasks import run_liveness, tracking
 from tasks.config import STAGES, PipelineConfig
 from tasks.data_report import champion_drift, data_report
+from tasks.distributed import trains_as_worker
 from tasks.evaluate import evaluate_task
 from tasks.gate import bigram_ratio, bigram_verdict
 from tasks.ingest import ingest_or_reuse
@@ -147,6 +148,13 @@ def _run_stages(
             data = tokenize_task(snapshot, config.tokenizer, out_dir)
     summary.tokens = dict(data.tokens)
     summary.data_digest = data.digest  # as the version's data.digest tag and `compare`
+    if config.runs_stage("train") and trains_as_worker(config.train):
+        # The chief writes the MLflow run and registers; this worker only trains its share.
+        with _timed(timings, "train"):
+            trained = train_task(data, config, None)
+        summary.train_tokens_per_s = round(trained.tokens_per_s, 1)
+        summary.resumed_from_epoch = trained.resumed_from_epoch
+        return
     tracking.configure_mlflow()
     create_table_artifact(
         key="reviewgru-data-report",
