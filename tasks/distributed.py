@@ -25,6 +25,8 @@ from pathlib import Path
 import keras
 import numpy as np
 import tensorflow as tf
+from tensorflow.compiler.xla.tsl.protobuf import coordination_config_pb2
+from tensorflow.python.eager import context
 
 from tasks.config import ModelConfig, TrainConfig
 from tasks.disk_space import ensure_room_for
@@ -101,6 +103,21 @@ def trains_as_worker(train_cfg: TrainConfig) -> bool:
 def multiworker_strategy(timeout_s: float) -> tf.distribute.MultiWorkerMirroredStrategy:
     """The strategy over TF_CONFIG's cluster; a collective waiting longer than `timeout_s` for
     a worker fails the run instead of hanging."""
+    cluster = tf_config().get("cluster", {})
+    coordinated = [job for job in ("chief", "worker") if job in cluster]
+    # The strategy's own coordination service aborts the chief when a worker that finished
+    # training exits (its heartbeats stop) while the chief evaluates and registers: measured
+    # here. Configured first, without that health check; a worker dying mid-training fails
+    # the next collective instead (a refused connection, or `timeout_s`).
+    context.context().configure_coordination_service(
+        service_type="standalone",
+        service_leader=f"/job:{coordinated[0]}/replica:0/task:0",
+        enable_health_check=False,
+        coordinated_jobs=[
+            coordination_config_pb2.CoordinatedJob(name=job, num_tasks=len(cluster[job]))
+            for job in coordinated
+        ],
+    )
     options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=timeout_s)
     return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
 
