@@ -42,6 +42,8 @@ from tasks.softmax_loss import SoftmaxCrossEntropy, TopOneAccuracy, softmax_cros
 logger = logging.getLogger(__name__)
 
 SUM = tf.distribute.ReduceOp.SUM
+# A day: in effect no heartbeat timeout (see `multiworker_strategy`).
+HEARTBEAT_TIMEOUT_MS = 24 * 3600 * 1000
 # What a collective raises when a worker died or stopped answering (or the timeout passed).
 LOST_WORKER_ERRORS = (
     tf.errors.UnavailableError,
@@ -106,13 +108,14 @@ def multiworker_strategy(timeout_s: float) -> tf.distribute.MultiWorkerMirroredS
     cluster = tf_config().get("cluster", {})
     coordinated = [job for job in ("chief", "worker") if job in cluster]
     # The strategy's own coordination service aborts the chief when a worker that finished
-    # training exits (its heartbeats stop) while the chief evaluates and registers: measured
-    # here. Configured first, without that health check; a worker dying mid-training fails
+    # training exits (its heartbeats stop) while the chief evaluates and registers: seen here.
+    # Configured first, with heartbeats that never time out; a worker dying mid-training fails
     # the next collective instead (a refused connection, or `timeout_s`).
     context.context().configure_coordination_service(
         service_type="standalone",
         service_leader=f"/job:{coordinated[0]}/replica:0/task:0",
         enable_health_check=False,
+        heartbeat_timeout_in_ms=HEARTBEAT_TIMEOUT_MS,
         coordinated_jobs=[
             coordination_config_pb2.CoordinatedJob(name=job, num_tasks=len(cluster[job]))
             for job in coordinated

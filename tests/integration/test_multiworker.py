@@ -114,7 +114,7 @@ def test_two_workers_train_like_one_process_and_only_the_chief_registers(
     assert chief["model_version"] == "1" and chief["mlflow_run_id"]
     assert worker["model_version"] is None and worker["mlflow_run_id"] is None
     client = MlflowClient()
-    assert [v.version for v in client.search_model_versions("name='reviewgru'")] == ["1"]
+    assert [str(v.version) for v in client.search_model_versions("name='reviewgru'")] == ["1"]
     runs = mlflow.search_runs(search_all_experiments=True, output_format="list")
     flow_runs = {run.data.tags.get("prefect.flow_run_id") for run in runs}
     assert worker["flow_run_id"] not in flow_runs
