@@ -174,10 +174,11 @@ def run(
         check_readable(pipeline_config.ingest.data)
     with _bad_input_exits_2():
         from flows.interrupts import start_temporary_server_in_own_session, stop_on_signals
+        from tasks.train.distributed import trains_as_worker
 
         with (
             contextlib.redirect_stdout(sys.stderr),
-            _one_run_per_embedded_store(),
+            _one_run_per_embedded_store(writes_mlflow=not trains_as_worker(pipeline_config.train)),
             stop_on_signals(),
         ):
             start_temporary_server_in_own_session()
@@ -200,13 +201,16 @@ run.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
 app.command()(run)
 
 
-def _one_run_per_embedded_store() -> contextlib.AbstractContextManager[None]:
+def _one_run_per_embedded_store(writes_mlflow: bool) -> contextlib.AbstractContextManager[None]:
+    """`writes_mlflow` False: a multi-worker process beside its chief, which holds the MLflow
+    lock and waits for this process in every training step."""
     from prefect.settings import PREFECT_API_URL, PREFECT_HOME
 
     from flows.store_lock import embedded_store_locks, exclusive
     from tasks.tracking import configure_mlflow
 
-    locks = embedded_store_locks(configure_mlflow(), PREFECT_API_URL.value(), PREFECT_HOME.value())
+    mlflow_uri = configure_mlflow() if writes_mlflow else ""
+    locks = embedded_store_locks(mlflow_uri, PREFECT_API_URL.value(), PREFECT_HOME.value())
     return exclusive(locks)
 
 

@@ -40,6 +40,7 @@ from tasks.registry.task import register_task
 from tasks.registry.versions import version_metrics
 from tasks.tokenize.data_report import champion_drift, data_report
 from tasks.tokenize.task import tokenize_task
+from tasks.train.distributed import trains_as_worker
 from tasks.train.task import train_task
 
 # The stages log through `logging.getLogger(__name__)` (so they run without Prefect); with
@@ -145,6 +146,13 @@ def _run_stages(
             data = tokenize_task(snapshot, config.tokenizer, out_dir)
     summary.tokens = dict(data.tokens)
     summary.data_digest = data.digest  # as the version's data.digest tag and `compare`
+    if config.runs_stage("train") and trains_as_worker(config.train):
+        # The chief writes the MLflow run and registers; this worker only trains its share.
+        with _timed(timings, "train"):
+            trained = train_task(data, config, None)
+        summary.train_tokens_per_s = round(trained.tokens_per_s, 1)
+        summary.resumed_from_epoch = trained.resumed_from_epoch
+        return
     tracking.configure_mlflow()
     # Resolved once: the data report and evaluate compare against the same downloaded files.
     champion = resolve_champion(config.registry.model_name, workdir / "champions")

@@ -242,6 +242,12 @@ class RunnerConfig(_Section):
         default=None, description="Scheduler, e.g. tcp://host:8786; None starts a local cluster."
     )
     dask_workers: int = Field(default=2, gt=0, description="Workers of a local cluster.")
+    collective_timeout_s: float = Field(
+        default=300.0,
+        gt=0.0,
+        description="--strategy multiworker: seconds a step waits for the other workers before "
+        "the run fails (a dead worker; XLA compiling a new batch shape takes tens of seconds).",
+    )
 
 
 class PipelineConfig(_Section):

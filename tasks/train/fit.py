@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import sys
 import time
@@ -15,9 +14,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tasks.config import ModelConfig, TrainConfig
+from tasks.config import ModelConfig, RunnerConfig, TrainConfig
 from tasks.files import atomic_path
-from tasks.records import InputError, TokenizedData, TrainedModel
+from tasks.records import TokenizedData, TrainedModel
+from tasks.train import distributed
 from tasks.train.disk_space import RoomForBackup, ensure_room_for
 from tasks.train.fused_softmax import FusedSoftmaxTraining, resolve_precision
 from tasks.train.model import build_language_model
@@ -112,30 +112,12 @@ class TrainPhaseClock(keras.callbacks.Callback):
 
 def distribution_strategy(name: str) -> tf.distribute.Strategy:
     """mirrored: every local GPU (one CPU replica without one); multiworker: the cluster in
-    TF_CONFIG, which must hold one worker (see `_tf_config_workers`); default: no distribution."""
+    TF_CONFIG (`fit` with one worker; more train in `tasks.train.distributed`); default: none."""
     if name == "mirrored":
         return tf.distribute.MirroredStrategy()
     if name == "multiworker":
-        workers = _tf_config_workers()
-        if workers > 1:
-            # Run here with two workers on 127.0.0.1, Keras 3's fit fails in its first step
-            # (it reduces the first batch eagerly across workers; keras-team/keras#20585).
-            raise InputError(
-                f"--strategy multiworker: TF_CONFIG names {workers} workers, but Keras 3's fit "
-                "cannot train across processes yet (keras-team/keras#20585); train on one "
-                "machine with --strategy default, or unset TF_CONFIG"
-            )
         return tf.distribute.MultiWorkerMirroredStrategy()
     return tf.distribute.get_strategy()
-
-
-def _tf_config_workers() -> int:
-    """Tasks of the cluster in the TF_CONFIG environment variable (1 without one)."""
-    try:
-        cluster = json.loads(os.environ.get("TF_CONFIG") or "{}").get("cluster", {})
-    except (ValueError, AttributeError):
-        raise InputError("TF_CONFIG is not a JSON object; see README, Scaling out") from None
-    return max(1, sum(len(tasks) for tasks in cluster.values()))
 
 
 def make_optimizer(train_cfg: TrainConfig, steps_per_epoch: int) -> keras.optimizers.Optimizer:
@@ -224,6 +206,7 @@ def train_model(
     train_cfg: TrainConfig,
     out_dir: Path,
     callbacks: list[keras.callbacks.Callback] | None = None,
+    collective_timeout_s: float = RunnerConfig().collective_timeout_s,
 ) -> TrainedModel:
     """Fit the GRU model on the train split, early-stopped on the val split; save model.keras.
 
@@ -237,6 +220,12 @@ def train_model(
         ValueError: the train or val split yields no windows (no review has two tokens).
         RuntimeError: the loss became NaN or infinite.
     """
+    if distributed.trains_across_workers(
+        train_cfg
+    ):  # Keras' fit cannot (tasks/train/distributed.py)
+        return distributed.train_across_workers(
+            data, model_cfg, train_cfg, out_dir, callbacks or [], collective_timeout_s
+        )
     x_train, y_train = load_windows(data.split_path("train"), train_cfg.max_len)
     x_val, y_val = load_windows(data.split_path("val"), train_cfg.max_len)
     for split, x in (("train", x_train), ("val", x_val)):

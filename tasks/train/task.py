@@ -75,14 +75,19 @@ class PrefectTrainingProgress(keras.callbacks.Callback):
 
 
 @task(name="train")
-def train_task(data: TokenizedData, config: PipelineConfig, run_id: str) -> TrainedModel:
+def train_task(data: TokenizedData, config: PipelineConfig, run_id: str | None) -> TrainedModel:
+    """`train_model` logged to the MLflow run `run_id`; None: a multi-worker process that is not
+    the chief, which trains its share and logs nothing."""
     out_dir = config.workdir / "models" / f"{data.digest[:16]}-{config.digest('model', 'train')}"
     # Every target token but each review's first (tasks/train/windows.py), for tokens/s per epoch.
     targets = data.tokens["train"] - data.reviews["train"]
     progress = PrefectTrainingProgress(config.train.epochs, targets)
+    callbacks = [EpochMetricsToMlflow(run_id), progress] if run_id else [progress]
     trained = train_model(
-        data, config.model, config.train, out_dir, [EpochMetricsToMlflow(run_id), progress]
+        data, config.model, config.train, out_dir, callbacks, config.runner.collective_timeout_s
     )
+    if run_id is None:
+        return trained
     tracking.log_metrics(
         run_id,
         {

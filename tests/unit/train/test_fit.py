@@ -12,7 +12,8 @@ import pytest
 
 from tasks.config import ModelConfig, TrainConfig
 from tasks.records import InputError, TokenizedData, TrainedModel
-from tasks.train.fit import distribution_strategy, make_dataset, train_model
+from tasks.train import distributed
+from tasks.train.fit import make_dataset, train_model
 from tasks.train.scoring import score_targets
 from tasks.train.windows import (
     bucket_widths,
@@ -223,13 +224,27 @@ def test_training_options_learn_and_save_the_plain_model(
     assert min(history["val_loss"]) == pytest.approx(exact, rel=1e-4)
 
 
-def test_multiworker_across_processes_is_refused_with_one_line(
+def test_tf_config_names_the_chief_and_each_workers_place(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    cluster = {"worker": ["127.0.0.1:20001", "127.0.0.1:20002"]}
-    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": cluster, "task": {"index": 0}}))
-    with pytest.raises(InputError, match=r"TF_CONFIG names 2 workers.*keras#20585"):
-        distribution_strategy("multiworker")
+    def roles(cluster: dict[str, list[str]], role: str, index: int) -> tuple[int, bool, int]:
+        task = {"type": role, "index": index}
+        monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": cluster, "task": task}))
+        return distributed.cluster_workers(), distributed.is_chief(), distributed.worker_index()
+
+    with_chief = {"chief": ["h:1"], "worker": ["h:2", "h:3"]}
+    assert roles(with_chief, "chief", 0) == (3, True, 0)
+    assert roles(with_chief, "worker", 0) == (3, False, 1)
+    assert roles(with_chief, "worker", 1) == (3, False, 2)
+    workers_only = {"worker": ["h:1", "h:2"]}
+    assert roles(workers_only, "worker", 0) == (2, True, 0)
+    assert roles(workers_only, "worker", 1) == (2, False, 1)
+    train = TrainConfig(strategy="multiworker")
+    assert distributed.trains_as_worker(train)
+    assert not distributed.trains_as_worker(TrainConfig(strategy="default"))
+    monkeypatch.delenv("TF_CONFIG")
+    assert (distributed.cluster_workers(), distributed.is_chief()) == (1, True)
+    assert not distributed.trains_across_workers(train)  # one worker: Keras' fit trains
     monkeypatch.setenv("TF_CONFIG", "not json")
     with pytest.raises(InputError, match="TF_CONFIG is not a JSON object"):
-        distribution_strategy("multiworker")
+        distributed.cluster_workers()
