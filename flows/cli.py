@@ -93,6 +93,19 @@ def run(
     batch_size: Annotated[int | None, typer.Option(help="Windows per batch.")] = None,
     learning_rate: Annotated[float | None, typer.Option(help="Adam learning rate.")] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed of training.")] = None,
+    init: Annotated[
+        str | None,
+        typer.Option(
+            help="scratch|champion|auto: train from new weights, warm-start from the champion, "
+            "or warm when the champion has the same model shape (default auto)."
+        ),
+    ] = None,
+    warm_learning_rate: Annotated[
+        float | None, typer.Option(help="Adam learning rate of a warm start.")
+    ] = None,
+    warm_epochs: Annotated[
+        int | None, typer.Option(help="Maximum epochs of a warm start (early stopping).")
+    ] = None,
     loss: Annotated[
         str | None, typer.Option(help="exact|sampled (sampled softmax; evaluation stays exact).")
     ] = None,
@@ -160,6 +173,9 @@ def run(
         "train.batch_size": batch_size,
         "train.learning_rate": learning_rate,
         "train.seed": seed,
+        "train.init": init,
+        "train.warm_learning_rate": warm_learning_rate,
+        "train.warm_epochs": warm_epochs,
         "train.loss": loss,
         "train.strategy": strategy,
         "registry.model_name": model_name,
@@ -220,6 +236,9 @@ def _human_summary(summary: dict[str, Any]) -> str:
         )
     if summary["tokens"]:
         lines.append("tokens    " + ", ".join(f"{k} {v}" for k, v in summary["tokens"].items()))
+    if summary.get("init"):
+        init = summary["init"]
+        lines.append(f"init      {init['init.mode']}: {init['init.reason']}")
     if summary["train_tokens_per_s"]:
         lines.append(f"training  {summary['train_tokens_per_s']:.0f} tokens/s")
     if summary["metrics"]:
@@ -439,6 +458,7 @@ def _versions_table(rows: list[dict[str, Any]]) -> str:
         "data",
         "created",
         "gate",
+        "init",
     )
     table = [header]
     for row in rows:
@@ -455,6 +475,7 @@ def _versions_table(rows: list[dict[str, Any]]) -> str:
                 (row["data_digest"] or "-")[:10],
                 row["created"],
                 row["gate_decision"] or "-",
+                row["init"],
             )
         )
     widths = [max(len(str(line[i])) for line in table) for i in range(len(header))]
@@ -474,14 +495,17 @@ def history(
 
     from tasks import tracking
     from tasks.history import history_rows, read_history
+    from tasks.lineage import version_inits
 
     tracking.configure_mlflow()
     with _model_missing_exits_2():
         rows = history_rows(read_history(MlflowClient(), model_name))
+        inits = version_inits(model_name)  # how the version moved to was trained
+    rows = [{**row, "init": inits.get(row["to"].removeprefix("v"), "-")} for row in rows]
     if as_json:
         typer.echo(json.dumps(rows))
         return
-    header = ("at", "alias", "from", "to", "kind", "reason")
+    header = ("at", "alias", "from", "to", "kind", "init", "reason")
     table = [header, *[tuple(row[key] for key in header) for row in rows]]
     widths = [max(len(line[i]) for line in table) for i in range(len(header) - 1)]
     for line in table:

@@ -60,6 +60,8 @@ class RunSummary(BaseModel):
     timings_s: dict[str, float | None] = {stage: None for stage in (*STAGES, "total")}
     train_tokens_per_s: float | None = None
     resumed_from_epoch: int | None = None
+    # How training started: init.mode (warm|scratch), init.reason, init.parent_version, init.vocab.
+    init: dict[str, str] | None = None
     cached: bool = False
     # Said plainly when the GRU loses to the bigram baseline (tasks/gate.py:bigram_verdict).
     baseline_warning: str | None = None
@@ -169,6 +171,7 @@ def _run_stages(
             trained = train_task(data, config, run_id)
         summary.train_tokens_per_s = round(trained.tokens_per_s, 1)
         summary.resumed_from_epoch = trained.resumed_from_epoch
+        summary.init = trained.init
         if config.runs_stage("evaluate"):
             with _timed(timings, "evaluate"):
                 evaluation = evaluate_task(trained, data, config, run_id)

@@ -25,6 +25,7 @@ from tasks.progress import EpochMetricsToMlflow, PrefectTrainingProgress
 from tasks.records import InputError, TokenizedData, TrainedModel
 from tasks.sampled_softmax import SampledSoftmaxTraining
 from tasks.softmax_loss import SoftmaxCrossEntropy, TopOneAccuracy
+from tasks.warm_start import init_plan
 from tasks.windows import batches_per_width, bucket_widths, computed_positions, load_windows
 
 logger = logging.getLogger(__name__)
@@ -221,8 +222,12 @@ def train_model(
     train_cfg: TrainConfig,
     out_dir: Path,
     callbacks: list[keras.callbacks.Callback] | None = None,
+    initial_weights: Callable[[keras.Model], None] | None = None,
 ) -> TrainedModel:
     """Fit the GRU model on the train split, early-stopped on the val split; save model.keras.
+
+    `initial_weights` sets a freshly built model's weights before compiling (a warm start,
+    `tasks/warm_start.py`); a resumed fit then loads its backup over them.
 
     After every epoch the weights and optimizer state are backed up in ``out_dir/backup``; a fit
     killed part way resumes from its last finished epoch when called again with the same
@@ -261,6 +266,8 @@ def train_model(
         keras.utils.set_random_seed(train_cfg.seed)
         with distribution_strategy(train_cfg.strategy).scope():
             model = configured_model(data.vocab_size, model_cfg)
+            if initial_weights is not None:
+                initial_weights(model)
             return model, compile_for_training(model, train_cfg, steps_per_epoch=steps_per_epoch)
 
     backup_dir = out_dir / "backup"
@@ -391,13 +398,21 @@ def _learning_curve_png(history: dict[str, list[float]], first_epoch: int, path:
 
 @task(name="train")
 def train_task(data: TokenizedData, config: PipelineConfig, run_id: str) -> TrainedModel:
-    out_dir = config.workdir / "models" / f"{data.digest[:16]}-{config.digest('model', 'train')}"
+    plan = init_plan(config, data, configured_model(data.vocab_size, config.model))
+    tracking.set_tags(run_id, plan.tags())
+    train_cfg = plan.train_config(config.train)
+    out_dir = (
+        config.workdir
+        / "models"
+        / f"{data.digest[:16]}-{config.digest('model', 'train')}{plan.out_dir_suffix()}"
+    )
     # Every target token but each review's first (tasks/windows.py), for tokens/s per epoch.
     targets = data.tokens["train"] - data.reviews["train"]
-    progress = PrefectTrainingProgress(config.train.epochs, targets)
+    progress = PrefectTrainingProgress(train_cfg.epochs, targets)
     trained = train_model(
-        data, config.model, config.train, out_dir, [EpochMetricsToMlflow(run_id), progress]
-    )
+        data, config.model, train_cfg, out_dir, [EpochMetricsToMlflow(run_id), progress],
+        initial_weights=plan.warm.apply if plan.warm else None,
+    ).model_copy(update={"init": plan.tags()})  # fmt: skip
     tracking.log_metrics(
         run_id,
         {
