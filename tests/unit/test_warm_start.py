@@ -204,6 +204,7 @@ class _InterruptAfterFirstEpoch(keras.callbacks.Callback):
         raise _Interrupted
 
 
+@pytest.mark.slow  # four fits
 def test_a_warm_fit_resumes_from_its_backup_and_fails_on_nan(tmp_path: Path) -> None:
     data = toy_data(tmp_path)
     model_cfg = ModelConfig(embedding_dim=8, units=16)
