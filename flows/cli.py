@@ -80,6 +80,9 @@ RUN_FLAGS: tuple[tuple[str, str], ...] = (
     ("--seed", "train.seed"),
     ("--loss", "train.loss"),
     ("--strategy", "train.strategy"),
+    ("--init", "train.init"),
+    ("--warm-learning-rate", "train.warm_learning_rate"),
+    ("--warm-epochs", "train.warm_epochs"),
     ("--model-name", "registry.model_name"),
     ("--min-improvement", "registry.min_improvement"),
     ("--must-beat", "registry.must_beat"),
@@ -224,6 +227,9 @@ def _human_summary(summary: dict[str, Any]) -> str:
         )
     if summary["tokens"]:
         lines.append("tokens    " + ", ".join(f"{k} {v}" for k, v in summary["tokens"].items()))
+    if summary.get("init"):
+        init = summary["init"]
+        lines.append(f"init      {init['init.mode']}: {init['init.reason']}")
     if summary["train_tokens_per_s"]:
         lines.append(f"training  {summary['train_tokens_per_s']:.0f} tokens/s")
     if summary["metrics"]:
@@ -442,6 +448,7 @@ def _versions_table(rows: list[dict[str, Any]]) -> str:
         "data",
         "created",
         "gate",
+        "init",
     )
     table = [header]
     for row in rows:
@@ -458,6 +465,7 @@ def _versions_table(rows: list[dict[str, Any]]) -> str:
                 (row["data_digest"] or "-")[:10],
                 row["created"],
                 row["gate_decision"] or "-",
+                row["init"],
             )
         )
     widths = [max(len(str(line[i])) for line in table) for i in range(len(header))]
@@ -477,14 +485,17 @@ def history(
 
     from tasks import tracking
     from tasks.registry.history import history_rows, read_history
+    from tasks.registry.lineage import version_inits
 
     tracking.configure_mlflow()
     with _model_missing_exits_2():
         rows = history_rows(read_history(MlflowClient(), model_name))
+        inits = version_inits(model_name)  # how the version moved to was trained
+    rows = [{**row, "init": inits.get(row["to"].removeprefix("v"), "-")} for row in rows]
     if as_json:
         typer.echo(json.dumps(rows))
         return
-    header = ("at", "alias", "from", "to", "kind", "reason")
+    header = ("at", "alias", "from", "to", "kind", "init", "reason")
     table = [header, *[tuple(row[key] for key in header) for row in rows]]
     widths = [max(len(line[i]) for line in table) for i in range(len(header) - 1)]
     for line in table:

@@ -64,6 +64,8 @@ class RunSummary(BaseModel):
     timings_s: dict[str, float | None] = {stage: None for stage in (*STAGES, "total")}
     train_tokens_per_s: float | None = None
     resumed_from_epoch: int | None = None
+    # How training started: init.mode (warm|scratch), init.reason, init.parent_version, init.vocab.
+    init: dict[str, str] | None = None
     cached: bool = False
     # Said plainly when the GRU loses to the bigram baseline (registry/gate.py:bigram_verdict).
     baseline_warning: str | None = None
@@ -149,7 +151,7 @@ def _run_stages(
     if config.runs_stage("train") and trains_as_worker(config.train):
         # The chief writes the MLflow run and registers; this worker only trains its share.
         with _timed(timings, "train"):
-            trained = train_task(data, config, None)
+            trained = train_task(data, config, None, None)
         summary.train_tokens_per_s = round(trained.tokens_per_s, 1)
         summary.resumed_from_epoch = trained.resumed_from_epoch
         return
@@ -174,9 +176,10 @@ def _run_stages(
     try:
         tracking.log_tokenized_inputs(run_id, data)
         with _timed(timings, "train"):
-            trained = train_task(data, config, run_id)
+            trained = train_task(data, config, run_id, champion)
         summary.train_tokens_per_s = round(trained.tokens_per_s, 1)
         summary.resumed_from_epoch = trained.resumed_from_epoch
+        summary.init = trained.init
         if config.runs_stage("evaluate"):
             with _timed(timings, "evaluate"):
                 evaluation = evaluate_task(trained, data, config, run_id, champion)

@@ -164,6 +164,36 @@ class TrainConfig(_Section):
         "where the CPU has amx_bf16 or avx512_bf16, else fp32.",
     )
     seed: int = Field(default=42, description="Random seed of training.")
+    # Warm starts from the champion (tasks/train/warm_start.py).
+    init: Literal["scratch", "champion", "auto"] = Field(
+        default="auto",
+        description="scratch: new weights; champion: warm start from the registered champion "
+        "(rows mapped by word, see tasks/train/warm_start.py); auto: warm when a champion of the "
+        "same model shape exists and neither scratch_every nor warm_max_new_words asks for "
+        "scratch.",
+    )
+    warm_learning_rate: float = Field(
+        default=2e-3, gt=0.0, description="Learning rate of a warm start's fresh Adam."
+    )
+    warm_epochs: int = Field(
+        default=4,
+        gt=0,
+        description="At most this many epochs (and never more than epochs) "
+        "when warm-started; early stopping as from scratch, allowed from the first epoch.",
+    )
+    scratch_every: int = Field(
+        default=7,
+        ge=0,
+        description="auto trains every Nth run from scratch (counted over the registered "
+        "versions since the newest scratch-trained one), so warm starts do not drift; 0: never.",
+    )
+    warm_max_new_words: float = Field(
+        default=0.2,
+        ge=0.0,
+        le=1.0,
+        description="auto trains from scratch when words the champion has no row for make up "
+        "more than this share of the new train tokens (the data changed too much).",
+    )
 
 
 PRESETS: dict[str, dict[str, Any]] = {

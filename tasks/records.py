@@ -87,6 +87,8 @@ class TrainedModel(_Record):
     tokens_per_s: float  # real targets / median training phase after epoch 1 (`TrainPhaseClock`)
     padding_fraction: float  # of the positions computed, after cutting batches to bucket widths
     resumed_from_epoch: int = 0
+    # How training started: the init.* tags of tasks/train/warm_start.py (mode, reason, parent, vocab).
+    init: dict[str, str] = {}
 
 
 class Drift(_Record):
@@ -126,6 +128,9 @@ class Champion(_Record):
     # Its training data's sizes and lengths (the `data.stats` tag); None on versions registered
     # before the tag existed: no drift report then.
     data_stats: dict[str, Any] | None = None
+    # Versions registered since the newest scratch-trained one (None: none was), for
+    # `train.scratch_every`.
+    runs_since_scratch: int | None = None
 
 
 class ChampionScore(_Record):

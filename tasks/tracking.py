@@ -15,7 +15,7 @@ import mlflow
 import pandas as pd
 from mlflow.data.meta_dataset import MetaDataset
 from mlflow.data.sources import LocalArtifactDatasetSource  # type: ignore[attr-defined]  # made at import
-from mlflow.entities import DatasetInput, InputTag, Metric, Param, RunStatus
+from mlflow.entities import DatasetInput, InputTag, Metric, Param, RunStatus, RunTag
 from mlflow.tracking import MlflowClient
 
 from tasks.config import PipelineConfig
@@ -103,6 +103,10 @@ def log_model_metrics(
         for key, value in metrics.items()
     ]  # fmt: skip
     MlflowClient().log_batch(run_id, metrics=batch)
+
+
+def set_tags(run_id: str, tags: dict[str, str]) -> None:
+    MlflowClient().log_batch(run_id, tags=[RunTag(key, value) for key, value in tags.items()])
 
 
 def log_artifact(run_id: str, path: Path) -> None:

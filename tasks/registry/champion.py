@@ -18,6 +18,7 @@ from mlflow.tracking import MlflowClient
 
 from tasks.records import Champion
 from tasks.registry.history import CHAMPION
+from tasks.registry.lineage import registered_versions, runs_since_scratch
 from tasks.registry.versions import logged_model_id
 
 log = logging.getLogger(__name__)
@@ -75,4 +76,5 @@ def resolve_champion(model_name: str, directory: Path) -> Champion | None:
         keras_path=keras_path,
         vocab_path=vocab_path,
         data_stats=stats,
+        runs_since_scratch=runs_since_scratch(registered_versions(model_name)),
     )

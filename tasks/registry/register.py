@@ -145,6 +145,7 @@ def register_model(
         "training.digest": config.training_digest(data.digest),
         "code.version": _git_commit(),
         "gate.decision": "promoted" if promote else "rejected",
+        **trained.init,  # warm or scratch, the parent version, the vocabulary kept or remapped
     }
     if evaluation.champion is not None:
         tags[GATE_CHAMPION_TAG] = evaluation.champion.version

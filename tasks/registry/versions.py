@@ -17,6 +17,8 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from tasks.registry.lineage import init_label
+
 log = logging.getLogger(__name__)
 
 TEST_DATASET = "test"  # the name the test split is logged under (tasks/tracking.py)
@@ -97,6 +99,7 @@ def compare_versions(model_name: str) -> list[dict[str, object]]:
                     timespec="seconds"
                 ),
                 "gate_decision": tags.get("gate.decision"),
+                "init": init_label(tags),
                 "gate_reason": mv.description or tags.get("gate.reason"),
                 "model_id": logged_model_id(mv),
                 "run_id": mv.run_id,

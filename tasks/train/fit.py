@@ -207,8 +207,12 @@ def train_model(
     out_dir: Path,
     callbacks: list[keras.callbacks.Callback] | None = None,
     collective_timeout_s: float = RunnerConfig().collective_timeout_s,
+    initial_weights: Callable[[keras.Model], None] | None = None,
 ) -> TrainedModel:
     """Fit the GRU model on the train split, early-stopped on the val split; save model.keras.
+
+    `initial_weights` sets a freshly built model's weights before compiling (a warm start,
+    `tasks/train/warm_start.py`); a resumed fit then loads its backup over them.
 
     After every epoch the weights and optimizer state are backed up in ``out_dir/backup``; a fit
     killed part way resumes from its last finished epoch when called again with the same
@@ -253,6 +257,8 @@ def train_model(
         keras.utils.set_random_seed(train_cfg.seed)
         with distribution_strategy(train_cfg.strategy).scope():
             model = configured_model(data.vocab_size, model_cfg)
+            if initial_weights is not None:
+                initial_weights(model)
             return model, compile_for_training(model, train_cfg, steps_per_epoch=steps_per_epoch)
 
     backup_dir = out_dir / "backup"

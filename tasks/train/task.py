@@ -10,8 +10,8 @@ from prefect import task
 
 from tasks import tracking
 from tasks.config import PipelineConfig
-from tasks.records import TokenizedData, TrainedModel
-from tasks.train.fit import learning_curve_png, train_model
+from tasks.records import Champion, TokenizedData, TrainedModel
+from tasks.train.fit import configured_model, learning_curve_png, train_model
 from tasks.train.progress import (
     EPOCHS_KEY,
     PROGRESS_KEY,
@@ -19,6 +19,7 @@ from tasks.train.progress import (
     epoch_row,
     markdown_table,
 )
+from tasks.train.warm_start import init_plan
 
 
 class PrefectTrainingProgress(keras.callbacks.Callback):
@@ -75,17 +76,29 @@ class PrefectTrainingProgress(keras.callbacks.Callback):
 
 
 @task(name="train")
-def train_task(data: TokenizedData, config: PipelineConfig, run_id: str | None) -> TrainedModel:
-    """`train_model` logged to the MLflow run `run_id`; None: a multi-worker process that is not
-    the chief, which trains its share and logs nothing."""
-    out_dir = config.workdir / "models" / f"{data.digest[:16]}-{config.digest('model', 'train')}"
+def train_task(
+    data: TokenizedData, config: PipelineConfig, run_id: str | None, champion: Champion | None
+) -> TrainedModel:
+    """`train_model` logged to the MLflow run `run_id`, warm-started from `champion` when
+    `train.init` says so; run_id None: a multi-worker process that is not the chief, which trains
+    its share and logs nothing."""
+    plan = init_plan(config.train, data, configured_model(data.vocab_size, config.model), champion)
+    if run_id is not None:
+        tracking.set_tags(run_id, plan.tags())
+    train_cfg = plan.train_config(config.train)
+    out_dir = (
+        config.workdir
+        / "models"
+        / f"{data.digest[:16]}-{config.digest('model', 'train')}{plan.out_dir_suffix()}"
+    )
     # Every target token but each review's first (tasks/train/windows.py), for tokens/s per epoch.
     targets = data.tokens["train"] - data.reviews["train"]
-    progress = PrefectTrainingProgress(config.train.epochs, targets)
+    progress = PrefectTrainingProgress(train_cfg.epochs, targets)
     callbacks = [EpochMetricsToMlflow(run_id), progress] if run_id else [progress]
     trained = train_model(
-        data, config.model, config.train, out_dir, callbacks, config.runner.collective_timeout_s
-    )
+        data, config.model, train_cfg, out_dir, callbacks, config.runner.collective_timeout_s,
+        initial_weights=plan.warm.apply if plan.warm else None,
+    ).model_copy(update={"init": plan.tags()})  # fmt: skip
     if run_id is None:
         return trained
     tracking.log_metrics(

@@ -98,7 +98,8 @@ def test_diverging_loss_fails_the_run_and_moves_no_alias(tmp_path: Path, reviewg
     # Adam steps are ~learning_rate in size: at 1e37 the first step overflows the logits to
     # inf - inf = NaN (at 1e30 the loss is only huge, still finite). Forced promotion: had anything
     # been registered, the champion alias would have moved.
-    diverged = reviewgru("run", *common, "--learning-rate", "1e37", "--force-promote", "--json")
+    diverged = reviewgru("run", *common, "--init", "scratch", "--learning-rate", "1e37",
+                         "--force-promote", "--json")  # fmt: skip
 
     assert diverged.returncode == 1, diverged.stderr[-3000:]
     assert "NaN or Inf loss" in diverged.stderr
