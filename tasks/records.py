@@ -87,7 +87,7 @@ class TrainedModel(_Record):
     tokens_per_s: float  # real targets / median training phase after epoch 1 (`TrainPhaseClock`)
     padding_fraction: float  # of the positions computed, after cutting batches to bucket widths
     resumed_from_epoch: int = 0
-    # How training started: the init.* tags of tasks/train/warm_start.py (mode, reason, parent, vocab).
+    # How training started: the init.* tags of tasks/train/warm_start.py.
     init: dict[str, str] = {}
 
 
