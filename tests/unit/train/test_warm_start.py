@@ -12,7 +12,6 @@ import keras
 import numpy as np
 import polars as pl
 import pytest
-from tests.unit.test_train import TOY_VOCAB, toy_data
 
 from tasks.config import IngestConfig, ModelConfig, PipelineConfig, TokenizerConfig, TrainConfig
 from tasks.ingest.snapshot import ingest
@@ -32,6 +31,7 @@ from tasks.train.warm_start import (
     warm_train_config,
     weight_shapes,
 )
+from tests.conftest import TOY_VOCAB, ToyData
 
 OLD = [PAD, UNK, "good", "bad", "tea", "stale"]
 NEW = [PAD, UNK, "tea", "coffee", "good", "bad", "fresh"]
@@ -205,7 +205,9 @@ class _InterruptAfterFirstEpoch(keras.callbacks.Callback):
 
 
 @pytest.mark.slow  # four fits
-def test_a_warm_fit_resumes_from_its_backup_and_fails_on_nan(tmp_path: Path) -> None:
+def test_a_warm_fit_resumes_from_its_backup_and_fails_on_nan(
+    tmp_path: Path, toy_data: ToyData
+) -> None:
     data = toy_data(tmp_path)
     model_cfg = ModelConfig(embedding_dim=8, units=16)
     train_cfg = TrainConfig(
