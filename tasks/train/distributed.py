@@ -145,6 +145,7 @@ def train_across_workers(
         configured_model,
         make_dataset,
         make_optimizer,
+        stopping_callbacks,
     )
     from tasks.train.windows import computed_positions, load_windows
 
@@ -272,13 +273,7 @@ def train_across_workers(
 
     callback_list = keras.callbacks.CallbackList(
         [
-            keras.callbacks.TerminateOnNaN(raise_error=True),
-            keras.callbacks.EarlyStopping(
-                monitor="val_loss",
-                patience=train_cfg.early_stopping_patience,
-                restore_best_weights=True,
-                start_from_epoch=train_cfg.early_stopping_from_epoch,
-            ),
+            *stopping_callbacks(train_cfg),
             *(callbacks if chief else []),
         ],
         model=model,

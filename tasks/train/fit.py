@@ -200,6 +200,19 @@ def compile_for_training(
     return fitted
 
 
+def stopping_callbacks(train_cfg: TrainConfig) -> list[keras.callbacks.Callback]:
+    """A NaN or Inf loss fails the fit; early stopping on the val loss restores the best epoch."""
+    return [
+        keras.callbacks.TerminateOnNaN(raise_error=True),
+        keras.callbacks.EarlyStopping(
+            monitor="val_loss",
+            patience=train_cfg.early_stopping_patience,
+            restore_best_weights=True,
+            start_from_epoch=train_cfg.early_stopping_from_epoch,
+        ),
+    ]
+
+
 def train_model(
     data: TokenizedData,
     model_cfg: ModelConfig,
@@ -273,13 +286,7 @@ def train_model(
         # Restores the epoch, the weights and the optimizer state. TerminateOnNaN raising skips
         # on_train_end, so a failed fit keeps its backup.
         keras.callbacks.BackupAndRestore(str(backup_dir)),
-        keras.callbacks.TerminateOnNaN(raise_error=True),
-        keras.callbacks.EarlyStopping(
-            monitor="val_loss",
-            patience=train_cfg.early_stopping_patience,
-            restore_best_weights=True,
-            start_from_epoch=train_cfg.early_stopping_from_epoch,
-        ),
+        *stopping_callbacks(train_cfg),
         *(callbacks or []),
     ]
     started = time.perf_counter()
