@@ -11,7 +11,7 @@ from prefect import task
 from tasks import tracking
 from tasks.config import PipelineConfig
 from tasks.records import Champion, TokenizedData, TrainedModel
-from tasks.train.fit import configured_model, learning_curve_png, train_model
+from tasks.train.fit import learning_curve_png, train_model
 from tasks.train.progress import (
     EPOCHS_KEY,
     PROGRESS_KEY,
@@ -82,7 +82,7 @@ def train_task(
     """`train_model` logged to the MLflow run `run_id`, warm-started from `champion` when
     `train.init` says so; run_id None: a multi-worker process that is not the chief, which trains
     its share and logs nothing."""
-    plan = init_plan(config.train, data, configured_model(data.vocab_size, config.model), champion)
+    plan = init_plan(config.train, config.model, data, champion)
     if run_id is not None:
         tracking.set_tags(run_id, plan.tags())
     train_cfg = plan.train_config(config.train)

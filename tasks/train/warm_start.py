@@ -28,10 +28,11 @@ from typing import Literal
 import keras
 import numpy as np
 
-from tasks.config import TrainConfig
+from tasks.config import ModelConfig, TrainConfig
 from tasks.records import Champion, InputError, TokenizedData
 from tasks.tokenize.tokenizer import Vocab
 from tasks.train.distributed import trains_across_workers
+from tasks.train.fit import configured_model
 from tasks.train.model import load_language_model
 
 logger = logging.getLogger(__name__)
@@ -278,15 +279,16 @@ def plan_init(
 
 
 def init_plan(
-    train_cfg: TrainConfig, data: TokenizedData, fresh: keras.Model, champion: Champion | None
+    train_cfg: TrainConfig, model_cfg: ModelConfig, data: TokenizedData, champion: Champion | None
 ) -> InitPlan:
-    """This run's start (`train.init`) on `data`, from the champion the flow resolved;
-    `fresh` is a model as configured (its weight shapes are compared with the champion's)."""
+    """This run's start (`train.init`) on `data`, from the champion the flow resolved."""
     if trains_across_workers(train_cfg):
+        # Before any TF op: the multi-worker loop configures collectives at program startup.
         if train_cfg.init == "champion":
             raise InputError(
                 "--init champion: multi-worker training starts from scratch; use --init auto or "
                 "--init scratch with --strategy multiworker"
             )
         return InitPlan("scratch", "multi-worker training starts from scratch")
+    fresh = configured_model(data.vocab_size, model_cfg)  # its weight shapes meet the champion's
     return plan_init(train_cfg, fresh, Vocab.load(data.vocab_path), champion)
