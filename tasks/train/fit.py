@@ -219,6 +219,7 @@ def train_model(
     train_cfg: TrainConfig,
     out_dir: Path,
     callbacks: list[keras.callbacks.Callback] | None = None,
+    *,
     collective_timeout_s: float = RunnerConfig().collective_timeout_s,
     initial_weights: Callable[[keras.Model], None] | None = None,
 ) -> TrainedModel:
@@ -237,9 +238,7 @@ def train_model(
         ValueError: the train or val split yields no windows (no review has two tokens).
         RuntimeError: the loss became NaN or infinite.
     """
-    if distributed.trains_across_workers(
-        train_cfg
-    ):  # Keras' fit cannot (tasks/train/distributed.py)
+    if distributed.trains_across_workers(train_cfg):  # Keras' fit cannot: our own loop
         return distributed.train_across_workers(
             data, model_cfg, train_cfg, out_dir, callbacks or [], collective_timeout_s
         )

@@ -96,7 +96,8 @@ def train_task(
     progress = PrefectTrainingProgress(train_cfg.epochs, targets)
     callbacks = [EpochMetricsToMlflow(run_id), progress] if run_id else [progress]
     trained = train_model(
-        data, config.model, train_cfg, out_dir, callbacks, config.runner.collective_timeout_s,
+        data, config.model, train_cfg, out_dir, callbacks,
+        collective_timeout_s=config.runner.collective_timeout_s,
         initial_weights=plan.warm.apply if plan.warm else None,
     ).model_copy(update={"init": plan.tags()})  # fmt: skip
     if run_id is None:

@@ -222,7 +222,14 @@ def test_a_warm_fit_resumes_from_its_backup_and_fails_on_nan(
 
     out = tmp_path / "warm"
     with pytest.raises(_Interrupted):
-        train_model(data, model_cfg, warm_cfg, out, [_InterruptAfterFirstEpoch()], warm.apply)
+        train_model(
+            data,
+            model_cfg,
+            warm_cfg,
+            out,
+            [_InterruptAfterFirstEpoch()],
+            initial_weights=warm.apply,
+        )
     assert json.loads((out / "backup" / BACKUP_METADATA).read_text())["epoch"] == 1
     resumed = train_model(data, model_cfg, warm_cfg, out, initial_weights=warm.apply)
     assert (resumed.resumed_from_epoch, resumed.epochs_run) == (1, 2)
