@@ -21,7 +21,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from tasks.ingest.sample_data import write_sample_reviews
-from tasks.train.fit import BACKUP_METADATA
+from tests.integration.backups import backed_up_epoch
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -85,15 +85,6 @@ def _kill(processes: dict[str, subprocess.Popen[str]]) -> None:
             process.wait()
 
 
-def _backed_up_epoch(workdir: Path) -> int:
-    for metadata in workdir.glob(f"models/*/backup/{BACKUP_METADATA}"):
-        try:
-            return int(json.loads(metadata.read_text())["epoch"])
-        except (OSError, ValueError, KeyError):
-            pass
-    return 0
-
-
 def test_two_workers_train_like_one_process_and_only_the_chief_registers(
     reviewgru: Cli, tmp_path: Path
 ) -> None:
@@ -146,7 +137,7 @@ def test_a_killed_worker_fails_the_run_in_one_line_and_a_restart_resumes(
     processes = _start_cluster(args, logs)
     try:
         deadline = time.monotonic() + 400
-        while _backed_up_epoch(workdir) < 1:
+        while backed_up_epoch(workdir) < 1:
             ended = {role: p.returncode for role, p in processes.items() if p.poll() is not None}
             assert not ended, f"ended before a backup: {ended}"
             assert time.monotonic() < deadline, "no backup after 400 s"
@@ -168,4 +159,4 @@ def test_a_killed_worker_fails_the_run_in_one_line_and_a_restart_resumes(
     resumed = {role: summary["resumed_from_epoch"] for role, summary in summaries.items()}
     assert resumed["chief"] >= 1 and resumed["worker"] == resumed["chief"], resumed
     assert summaries["chief"]["model_version"] is not None
-    assert _backed_up_epoch(workdir) == 0  # the finished run deleted its backup
+    assert backed_up_epoch(workdir) == 0  # the finished run deleted its backup

@@ -5,7 +5,6 @@ reaching the temporary Prefect server the CLI starts too), then SIGTERM to the p
 `docker stop` and a Kubernetes eviction send).
 """
 
-import json
 import os
 import signal
 import sqlite3
@@ -20,18 +19,9 @@ from prefect import get_client
 
 from tasks.ingest.sample_data import write_sample_reviews
 from tasks.run_liveness import ENDED_TAG
-from tasks.train.fit import BACKUP_METADATA
+from tests.integration.backups import backed_up_epoch
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-
-def _backed_up_epoch(workdir: Path) -> int:
-    for metadata in workdir.glob(f"models/*/backup/{BACKUP_METADATA}"):
-        try:
-            return int(json.loads(metadata.read_text())["epoch"])
-        except (OSError, ValueError, KeyError):
-            pass  # being written
-    return 0
 
 
 def _signal_after_epoch(
@@ -47,7 +37,7 @@ def _signal_after_epoch(
         )  # fmt: skip
         try:
             deadline = time.monotonic() + 400
-            while _backed_up_epoch(workdir) < after:
+            while backed_up_epoch(workdir) < after:
                 assert process.poll() is None, f"ended before epoch {after}:\n{log.read_text()}"
                 assert time.monotonic() < deadline, f"no epoch {after} after 400 s"
                 time.sleep(0.02)
@@ -83,7 +73,7 @@ def test_sigint_then_sigterm_stop_the_run_which_then_resumes(
     )
 
     _assert_stopped(interrupted, "SIGINT")
-    stopped_at = _backed_up_epoch(workdir)
+    stopped_at = backed_up_epoch(workdir)
     assert stopped_at >= 1  # the backup stays for the next run
     with sqlite3.connect(tmp_path / "prefect" / "prefect.db") as db:
         states = db.execute("select state_type from flow_run").fetchall()
@@ -102,7 +92,7 @@ def test_sigint_then_sigterm_stop_the_run_which_then_resumes(
 
     _assert_stopped(terminated, "SIGTERM")
     assert f"resuming from epoch {stopped_at} (backup in " in terminated.stderr
-    assert _backed_up_epoch(workdir) > stopped_at
+    assert backed_up_epoch(workdir) > stopped_at
     runs = client.search_runs(experiments)
     assert sorted(run.info.status for run in runs) == ["KILLED", "KILLED"]
     assert client.search_registered_models() == []

@@ -15,7 +15,7 @@ from mlflow.tracking import MlflowClient
 
 from tasks.ingest.sample_data import write_sample_reviews
 from tasks.run_liveness import ENDED_TAG
-from tasks.train.fit import BACKUP_METADATA
+from tests.integration.backups import backed_up_epoch
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -34,16 +34,6 @@ def _summary(result: subprocess.CompletedProcess[str]) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def _backed_up_epoch(workdir: Path) -> int:
-    """The epoch in the training backup under `workdir`, 0 while there is none (or half written)."""
-    for metadata in workdir.glob(f"models/*/backup/{BACKUP_METADATA}"):
-        try:
-            return int(json.loads(metadata.read_text())["epoch"])
-        except (OSError, ValueError, KeyError):
-            pass
-    return 0
-
-
 def _kill_after_first_epoch(args: list[str], workdir: Path, log: Path) -> None:
     command = [str(Path(sys.executable).with_name("reviewgru")), "run", *args]
     with log.open("w") as stderr:
@@ -53,7 +43,7 @@ def _kill_after_first_epoch(args: list[str], workdir: Path, log: Path) -> None:
         )  # fmt: skip
         try:
             deadline = time.monotonic() + 300
-            while _backed_up_epoch(workdir) < 1:
+            while backed_up_epoch(workdir) < 1:
                 ended = process.poll() is not None
                 assert not ended, f"ended before a backup:\n{log.read_text()[-3000:]}"
                 assert time.monotonic() < deadline, "no backup after 300 s"
